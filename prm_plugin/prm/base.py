@@ -27,6 +27,12 @@ class RewardModel(Protocol):
         """Return one ``StepScores`` per query, with one score in [0, 1] per step."""
         ...
 
+    def count_tokens(self, query: PRMQuery) -> int:
+        """Tokens an uncached scoring of ``query`` would run. Additive over steps:
+        ``count(q, s[:k+1]) - count(q, s[:k])`` is step k's share, so a search tree's
+        unique PRM tokens can be computed from its nodes."""
+        ...
+
 
 def aggregate(scores: Sequence[float], how: str = "min") -> float:
     """Collapse per-step scores into one candidate score.
