@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import time
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,6 +66,8 @@ class Strategy:
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     #: Whether ``search`` can run with ``prm=None``.
     needs_prm: ClassVar[bool] = True
+    #: The time source ``budget.max_seconds`` is measured with (tests swap in a fake clock).
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, params: StrategyParams | None = None, **kwargs: Any) -> None:
         if params is not None and kwargs:

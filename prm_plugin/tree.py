@@ -1,0 +1,379 @@
+"""Search trees over reasoning steps and the per-batch accounting strategies share.
+
+``SearchTree`` is a trie of step texts under one problem's prompt: a child whose text
+equals an existing sibling's is the same node, so duplicates are merged and every
+node is a unique prefix. Nodes carry what traces need (policy tokens, stop reason,
+PRM step score, visits and value for MCTS) and a ``role``: ``"step"`` for nodes the
+search itself created, ``"lookahead"`` / ``"rollout"`` for steps generated only to
+score or value a node. Roles matter to the search; accounting counts every node once.
+
+``SearchRun`` is one batch search: it makes the batched policy and PRM calls, books
+their cost on each problem, applies the budget caps and assembles ``SearchResult``.
+It is the piece a third-party strategy reuses to get measured ``Cost`` for free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prm_plugin.policy.base import Policy
+from prm_plugin.prm.base import RewardModel, aggregate
+from prm_plugin.search import (
+    Budget,
+    Candidate,
+    Cost,
+    PrefixProposals,
+    PRMQuery,
+    Problem,
+    SearchResult,
+    StepScores,
+)
+from prm_plugin.steps import default_delimiter
+from prm_plugin.strategy import StrategyParams
+
+
+@dataclass
+class Node:
+    """One step in a search tree (the root, id 0, is the prompt and has no text).
+
+    ``n_tokens`` are the policy tokens sampled for this step; a proposal that spans
+    several steps (a rollout or a whole solution) books its tokens on its last step.
+    ``total_tokens`` sums them along the path and is checked against
+    ``Problem.max_tokens``. ``visits``/``value_sum``/``prior`` are used by MCTS.
+    """
+
+    id: int
+    parent: int | None
+    text: str
+    depth: int
+    role: str = "step"
+    n_tokens: int = 0
+    total_tokens: int = 0
+    stop_reason: str | None = None
+    finished: bool = False
+    score: float | None = None
+    extended: bool = False
+    visits: int = 0
+    value_sum: float = 0.0
+    prior: float | None = None
+    kids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float | None:
+        return self.value_sum / self.visits if self.visits else None
+
+
+class SearchTree:
+    """A trie of steps for one problem.
+
+    >>> tree = SearchTree(Problem(prompt="Q: 1+1?\\n", question="1+1?"), "\\n\\n")
+    >>> a, _ = tree.add(0, "1+1 = 2", n_tokens=4, stop_reason="step")
+    >>> b, _ = tree.add(a.id, "\\\\boxed{2}", n_tokens=3, stop_reason="eos")
+    >>> tree.prefix(b.id), tree.text(b.id), b.finished, b.total_tokens
+    ('Q: 1+1?\\n1+1 = 2\\n\\n\\\\boxed{2}\\n\\n', '1+1 = 2\\n\\n\\\\boxed{2}', True, 7)
+    """
+
+    def __init__(self, problem: Problem, delimiter: str) -> None:
+        self.problem = problem
+        self.delimiter = delimiter
+        self.nodes: list[Node] = [Node(id=0, parent=None, text="", depth=0)]
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def add(
+        self, parent: int, text: str, *, role: str = "step", n_tokens: int = 0,
+        stop_reason: str | None = "step",
+    ) -> tuple[Node, bool]:
+        """Add (or find) the child of ``parent`` with ``text``.
+
+        Returns the node and whether it is new *in this role*: a duplicate sibling
+        gives ``False``; a step that matches an earlier lookahead/rollout node turns
+        that node into a step (keeping its score) and gives ``True``.
+        """
+        up = self.nodes[parent]
+        if text in up.kids:
+            node = self.nodes[up.kids[text]]
+            if role != "step" or node.role == "step":
+                return node, False
+            node.role = "step"
+            node.n_tokens = n_tokens
+            node.total_tokens = up.total_tokens + n_tokens
+            node.stop_reason = stop_reason
+            node.finished = self._finished(node)
+            return node, True
+        node = Node(
+            id=len(self.nodes), parent=parent, text=text, depth=up.depth + 1, role=role,
+            n_tokens=n_tokens, total_tokens=up.total_tokens + n_tokens, stop_reason=stop_reason,
+        )
+        node.finished = self._finished(node)
+        self.nodes.append(node)
+        up.kids[text] = node.id
+        return node, True
+
+    def add_path(
+        self, parent: int, texts: Sequence[str], *, role: str, n_tokens: int, stop_reason: str
+    ) -> Node:
+        """Add a multi-step proposal as a chain; its tokens and stop reason go on the last step."""
+        node = self.nodes[parent]
+        for k, text in enumerate(texts):
+            last = k == len(texts) - 1
+            node, _ = self.add(
+                node.id, text, role=role, n_tokens=n_tokens if last else 0,
+                stop_reason=stop_reason if last else "step",
+            )
+        return node
+
+    def _finished(self, node: Node) -> bool:
+        return node.stop_reason != "step" or node.total_tokens >= self.problem.max_tokens
+
+    def children(self, node_id: int) -> list[Node]:
+        """The step-role children, in creation order."""
+        return [self.nodes[k] for k in self.nodes[node_id].kids.values() if self.nodes[k].role == "step"]
+
+    def path(self, node_id: int) -> list[int]:
+        """Node ids from the first step down to ``node_id`` (the root excluded)."""
+        ids: list[int] = []
+        while node_id:
+            ids.append(node_id)
+            node_id = self.nodes[node_id].parent or 0
+        return ids[::-1]
+
+    def steps(self, node_id: int) -> tuple[str, ...]:
+        return tuple(self.nodes[k].text for k in self.path(node_id))
+
+    def text(self, node_id: int) -> str:
+        """The candidate text: steps joined by the delimiter (lossless)."""
+        return self.delimiter.join(self.steps(node_id))
+
+    def prefix(self, node_id: int) -> str:
+        """What the policy continues: the prompt, then every step followed by the delimiter."""
+        return self.problem.prompt + "".join(s + self.delimiter for s in self.steps(node_id))
+
+    def remaining_tokens(self, node_id: int) -> int:
+        return self.problem.max_tokens - self.nodes[node_id].total_tokens
+
+    def query(self, node_id: int) -> PRMQuery:
+        return PRMQuery(self.problem.question, self.steps(node_id))
+
+    def set_scores(self, node_id: int, scores: Sequence[float]) -> None:
+        """Store a PRM result for the path to ``node_id`` on each node of the path."""
+        for k, s in zip(self.path(node_id), scores, strict=True):
+            self.nodes[k].score = float(s)
+
+    def step_scores(self, node_id: int) -> list[float]:
+        scores = [self.nodes[k].score for k in self.path(node_id)]
+        if any(s is None for s in scores):
+            raise RuntimeError(f"Node {node_id} has unscored steps on its path; score it first.")
+        return [float(s) for s in scores if s is not None]
+
+    def aggregate(self, node_id: int, how: str) -> float:
+        return aggregate(self.step_scores(node_id), how)
+
+    def candidate(self, node_id: int, aggregation: str | None) -> Candidate:
+        """The path to ``node_id`` as a candidate (scored when ``aggregation`` is given)."""
+        node = self.nodes[node_id]
+        scores = self.step_scores(node_id) if aggregation else None
+        return Candidate(
+            steps=list(self.steps(node_id)), step_scores=scores,
+            score=aggregate(scores, aggregation) if scores and aggregation else None,
+            finished=node.finished, n_tokens=node.total_tokens, node_id=node_id,
+        )
+
+    def unique_prm_tokens(self, prm: RewardModel) -> int:
+        """U: the question's tokens plus each scored node's own share, in PRM tokens.
+
+        ``count(q, path) - count(q, parent path)`` is a node's share; pieces are additive.
+        """
+        q = self.problem.question
+        counts = {0: prm.count_tokens(PRMQuery(q, ()))}
+        total = counts[0]
+        for node in self.nodes[1:]:  # parents precede children
+            counts[node.id] = prm.count_tokens(self.query(node.id))
+            if node.score is not None:
+                total += counts[node.id] - counts[node.parent or 0]
+        return total
+
+    def unique_policy_tokens(self, policy: Policy) -> int:
+        """The tree's size in policy tokens (used when no PRM scored it): the prompt plus
+        every node's text, with the delimiter where the node has children."""
+        total = policy.count_tokens(self.problem.prompt)
+        for node in self.nodes[1:]:
+            total += policy.count_tokens(node.text + (self.delimiter if node.kids else ""))
+        return total
+
+    def extended_prompt_tokens(self, policy: Policy) -> int:
+        """Unique prompt-side policy tokens: the prompt, plus text + delimiter of every
+        node the policy was asked to continue."""
+        total = policy.count_tokens(self.problem.prompt)
+        for node in self.nodes[1:]:
+            if node.extended:
+                total += policy.count_tokens(node.text + self.delimiter)
+        return total
+
+    def to_json(self, mcts: bool = False) -> list[dict[str, Any]]:
+        """The nodes as JSON rows (``visits``, ``value`` and ``prior`` when ``mcts``)."""
+        rows = []
+        for n in self.nodes:
+            row: dict[str, Any] = {
+                "id": n.id, "parent": n.parent, "text": n.text, "role": n.role,
+                "n_tokens": n.n_tokens, "score": n.score, "finished": n.finished,
+                "stop_reason": n.stop_reason,
+            }
+            if mcts:
+                row.update(visits=n.visits, value=n.value, prior=n.prior)
+            rows.append(row)
+        return rows
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prefix to continue, for problem ``problem`` (an index into the batch)."""
+
+    problem: int
+    prefix: str
+    max_tokens: int
+
+
+class SearchRun:
+    """One batch search: batched calls, per-problem cost, caps and results.
+
+    Caps are checked between rounds (``live``): a problem whose generated policy
+    tokens reached ``budget.max_policy_tokens`` stops with ``stopped_by =
+    "max_policy_tokens"``; when ``budget.max_seconds`` have passed every problem
+    still running stops with ``"max_seconds"``. A round that has started finishes,
+    so a cap is overshot by at most one round. ``Cost.seconds`` is the wall time of
+    the whole batch search, the same for every problem of the batch.
+
+    Calls are batched over problems; problems with different final stop strings
+    cannot share a policy call (``final_stop`` is per call), so a batch that mixes
+    them makes one call per distinct setting in a round.
+    """
+
+    def __init__(
+        self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None,
+        budget: Budget, params: StrategyParams, *, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.problems = list(problems)
+        self.policy, self.prm, self.budget, self.params = policy, prm, budget, params
+        self.delimiters = [params.step_delimiter or default_delimiter(p.domain) for p in self.problems]
+        self.costs = [Cost() for _ in self.problems]
+        self.clock = clock
+        self.start = clock()
+
+    def tree(self, i: int) -> SearchTree:
+        return SearchTree(self.problems[i], self.delimiters[i])
+
+    def seed(self, round_index: int) -> int:
+        """A per-round seed: rounds differ, and a problem's seeds do not depend on its batch."""
+        return self.params.seed * 1_000_003 + round_index
+
+    def live(self, indices: Sequence[int]) -> list[int]:
+        """Apply the caps to ``indices`` and return the problems that may run another round."""
+        cap, out = self.budget.max_policy_tokens, []
+        timed_out = self.budget.max_seconds is not None and self.elapsed() >= self.budget.max_seconds
+        for i in indices:
+            cost = self.costs[i]
+            if cost.stopped_by is None and cap is not None and cost.policy_generated_tokens >= cap:
+                cost.stopped_by = "max_policy_tokens"
+            if cost.stopped_by is None and timed_out:
+                cost.stopped_by = "max_seconds"
+            if cost.stopped_by is None:
+                out.append(i)
+        return out
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def propose(
+        self, requests: Sequence[Request], *, n: int, step: bool, temperature: float, round_index: int,
+    ) -> list[PrefixProposals]:
+        """Continue every request's prefix ``n`` times; one call per stop setting.
+
+        ``step=True`` stops at the step delimiter, ``False`` runs to the end of the
+        solution. ``max_tokens`` of a call is the largest of its requests' caps.
+        """
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+        for k, r in enumerate(requests):
+            stop: tuple[str, ...] = (self.delimiters[r.problem],) if step else ()
+            groups.setdefault((stop, tuple(self.problems[r.problem].stop)), []).append(k)
+        out: list[PrefixProposals | None] = [None] * len(requests)
+        for (stop, final_stop), ks in groups.items():
+            prefixes = [requests[k].prefix for k in ks]
+            got = self.policy.propose(
+                prefixes, n=n, stop=list(stop), final_stop=list(final_stop),
+                max_tokens=max(requests[k].max_tokens for k in ks), temperature=temperature,
+                top_p=self.params.top_p, seed=self.seed(round_index),
+            )
+            if len(got) != len(ks) or any(len(g) != n for g in got):
+                raise RuntimeError(
+                    f"{type(self.policy).__name__}.propose returned {[len(g) for g in got]} proposals "
+                    f"for {len(ks)} prefixes with n={n}; the Policy contract asks for n per prefix."
+                )
+            for k, group in zip(ks, got, strict=True):
+                out[k] = group
+                self.costs[requests[k].problem].add_proposals(group)
+            for i in {requests[k].problem for k in ks}:
+                self.costs[i].policy_calls += 1
+        return [g for g in out if g is not None]
+
+    def score(self, items: Sequence[tuple[int, PRMQuery]]) -> list[StepScores]:
+        """Score ``(problem index, query)`` pairs in one PRM call."""
+        if not items:
+            return []
+        if self.prm is None:
+            raise ValueError("This search needs a PRM to score steps, but prm=None was given.")
+        got = self.prm.score([q for _, q in items])
+        if len(got) != len(items) or any(len(s.scores) != len(q.steps) for s, (_, q) in zip(got, items, strict=False)):
+            raise RuntimeError(
+                f"{type(self.prm).__name__}.score returned results that do not match its queries "
+                "(one StepScores per query, one score per step)."
+            )
+        for (i, _), result in zip(items, got, strict=True):
+            self.costs[i].prm_tokens += result.tokens
+        for i in {i for i, _ in items}:
+            self.costs[i].prm_calls += 1
+        return got
+
+    def score_nodes(self, trees: Sequence[SearchTree], items: Sequence[tuple[int, int]]) -> None:
+        """Score the paths to ``(problem index, node id)`` pairs in one PRM call and store
+        the step scores on the trees (``trees`` is indexed by problem). Repeats are scored once."""
+        unique = list(dict.fromkeys(items))
+        results = self.score([(i, trees[i].query(node)) for i, node in unique])
+        for (i, node), result in zip(unique, results, strict=True):
+            trees[i].set_scores(node, result.scores)
+
+    def result(
+        self, i: int, candidates: list[Candidate], chosen: int | None, trace: dict[str, Any],
+        strategy: str, tree: SearchTree | None = None,
+    ) -> SearchResult:
+        """Finish problem ``i``: tree accounting, wall time, final text."""
+        cost = self.costs[i]
+        cost.seconds = self.elapsed()
+        if tree is not None:
+            if self.prm is not None and any(n.score is not None for n in tree.nodes[1:]):
+                cost.unique_tokens = tree.unique_prm_tokens(self.prm)
+            else:
+                cost.unique_tokens = tree.unique_policy_tokens(self.policy)
+            cost.unique_prompt_tokens = tree.extended_prompt_tokens(self.policy)
+        text = candidates[chosen].text(self.delimiters[i]) if chosen is not None else ""
+        return SearchResult(text=text, candidates=candidates, chosen=chosen, cost=cost,
+                            trace=trace, strategy=strategy)
+
+
+def best_index(scores: Sequence[float | None]) -> int | None:
+    """Index of the highest score, the lowest index on ties; None when nothing is scored.
+
+    >>> best_index([0.2, 0.9, 0.9, None])
+    1
+    """
+    best: int | None = None
+    best_score = 0.0
+    for k, s in enumerate(scores):
+        if s is not None and (best is None or s > best_score):
+            best, best_score = k, s
+    return best
