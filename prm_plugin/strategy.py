@@ -123,7 +123,8 @@ def _convert(name: str, value: Any, annotation: Any) -> Any:
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        if type(None) in args and value.strip().lower() in ("none", "null", ""):
+        # only a literal empty string means None: "\n" (a delimiter) is all whitespace
+        if type(None) in args and (value == "" or value.strip().lower() in ("none", "null")):
             return None
         for arg in args:
             if arg is type(None):

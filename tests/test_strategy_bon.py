@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock, FakePolicy, FakePRM, as_json_roundtrip
 
 from prm_plugin.search import Budget, PRMQuery, Problem
 from strategies.bon import BestOfN
 from strategies.greedy import Greedy
-from fakes import FakeClock, FakePolicy, FakePRM, as_json_roundtrip
 
 # Sample i takes choice i % 3 at the root, then the only continuation.
 TREE = {
