@@ -1,6 +1,21 @@
 """Proposal backends. Heavy backends are imported lazily: ``prm_plugin.policy.hf``
-needs torch and transformers, ``prm_plugin.policy.vllm`` needs the ``vllm`` extra."""
+needs torch and transformers, ``prm_plugin.policy.vllm`` needs the ``vllm`` extra, and
+neither is imported until ``HFPolicy`` / ``VLLMPolicy`` is first used."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from prm_plugin.policy.base import Policy
 
-__all__ = ["Policy"]
+_LAZY = {"HFPolicy": "prm_plugin.policy.hf", "VLLMPolicy": "prm_plugin.policy.vllm"}
+
+__all__ = ["HFPolicy", "Policy", "VLLMPolicy"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,283 @@
+"""The Hugging Face transformers policy: batched sampling with prefix-KV reuse.
+
+``HFPolicy.propose`` runs its own loop (prefill, then one token per step with the KV
+cache) instead of ``model.generate``, because the search needs things ``generate`` does
+not give:
+
+* a private random stream per (seed, prefix text, sample index), so a continuation is
+  the same whatever else shares the batch (a batched search and a one-problem-at-a-time
+  reference pick the same answers);
+* stop strings matched on incrementally decoded text, with the reason (step boundary,
+  end of solution, EOS, token cap) and exact token counts;
+* finished rows leave the batch at once;
+* a KV cache that outlives the call (``PrefixKVCache``): a prefix extending an earlier
+  prefix or generated step prefills only the tokens not cached.
+
+Tokenisation and the prefix cache. A prefix is always tokenised canonically —
+``tokenizer(prefix)`` exactly as if no cache existed — so outputs never depend on what
+is cached (with or without reuse, greedy outputs are identical; sampled ones agree up to
+float noise). The cache matches token ids (longest common prefix in a radix tree). When
+the model sampled the canonical tokens of its own text (always with character-level
+tokenizers, almost always with trained BPE models) the next call reuses the KV of the
+whole generated step; where it sampled a non-canonical split, reuse stops at the first
+differing token and the rest is prefilled again — that is counted, never hidden. The
+token that contained the stop string was sampled but never run through the model, so the
+step delimiter is always prefilled: at least one token per extended prefix, and always
+the last prefix token (its logits start the sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from prm_plugin.policy._decode import Decoder, Job, RowOut, RowSpec, Settings
+from prm_plugin.policy._request import check_request
+from prm_plugin.policy._sampling import fresh_seed, row_stream
+from prm_plugin.policy.prefix_cache import PrefixKVCache
+from prm_plugin.search import PrefixProposals, Proposal
+
+log = logging.getLogger(__name__)
+
+#: Prefix-cache size used on a CPU device when none is given.
+DEFAULT_CPU_CACHE_BYTES = 1 << 30
+#: Share of free accelerator memory the prefix cache may take when none is given.
+DEFAULT_GPU_CACHE_SHARE = 0.3
+
+
+class HFPolicy:
+    """A ``Policy`` over a transformers causal LM.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``); put in eval mode here.
+        tokenizer: its tokenizer (a fast tokenizer is strongly advised: decoding is
+            incremental and batched).
+        device: where to run; default: the model's device.
+        batch_size: most rows (prefix samples) decoded together; larger requests are
+            split into groups of this many rows.
+        prefix_cache_bytes: bound on cached KV kept across calls. None: 30% of the free
+            accelerator memory, or 1 GiB on CPU. 0 turns reuse off.
+        add_bos: put the tokenizer's BOS token before each prefix (unless the prefix text
+            already starts with it). None: do what ``tokenizer(text)`` does by default.
+
+    The policy keeps state (the prefix cache) between calls; it is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        prefix_cache_bytes: int | None = None,
+        add_bos: bool | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (rows decoded together), got {batch_size}.")
+        if prefix_cache_bytes is not None and prefix_cache_bytes < 0:
+            raise ValueError(
+                f"prefix_cache_bytes must be >= 0 (0 disables reuse) or None (automatic), "
+                f"got {prefix_cache_bytes}."
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if device is not None:
+            self.model.to(self.device)
+        self.batch_size = batch_size
+        self.add_bos = _default_add_bos(tokenizer) if add_bos is None else add_bos
+        if self.add_bos and tokenizer.bos_token_id is None:
+            raise ValueError("add_bos=True but the tokenizer has no BOS token; pass add_bos=False.")
+        size = _auto_cache_bytes(self.device) if prefix_cache_bytes is None else prefix_cache_bytes
+        self.prefix_cache = PrefixKVCache(size)
+        self._decoder = Decoder(
+            self.model,
+            tokenizer,
+            device=self.device,
+            eos_ids=_eos_ids(model, tokenizer),
+            pad_id=_pad_id(model, tokenizer),
+            prefix_cache=self.prefix_cache,
+        )
+        if size and self._decoder.prefix_cache is None:
+            log.warning(
+                "%s has a KV layout other than plain full attention; prefix-KV reuse is off.",
+                type(model).__name__,
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 64,
+        prefix_cache_bytes: int | None = None,
+        add_bos: bool | None = None,
+        tokenizer: str | None = None,
+        **model_kwargs: Any,
+    ) -> HFPolicy:
+        """Load a causal LM and its tokenizer.
+
+        Args:
+            path_or_id: a local directory or a Hub id.
+            device: default ``"cuda"`` when available, else ``"cpu"``.
+            dtype: e.g. ``"bfloat16"``, ``torch.float16`` or ``"auto"``; default: transformers'.
+            tokenizer: load the tokenizer from here instead of ``path_or_id``.
+            **model_kwargs: passed to ``AutoModelForCausalLM.from_pretrained``
+                (``revision``, ``trust_remote_code``, ``attn_implementation``, ...).
+            Other arguments: as for ``HFPolicy``.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype is not None:
+            if isinstance(dtype, str) and dtype != "auto":
+                if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                    raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. 'bfloat16' or 'auto'.")
+                dtype = getattr(torch, dtype)
+            model_kwargs["dtype"] = dtype
+        trust = model_kwargs.get("trust_remote_code", False)
+        tok = AutoTokenizer.from_pretrained(tokenizer or path_or_id, trust_remote_code=trust,
+                                            revision=model_kwargs.get("revision"))
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, **model_kwargs)
+        return cls(model, tok, device=device, batch_size=batch_size,
+                   prefix_cache_bytes=prefix_cache_bytes, add_bos=add_bos)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this policy's tokenizer (no special tokens added)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, prefix: str) -> list[int]:
+        """The token ids a prefix is run as (canonical tokenisation, BOS per ``add_bos``)."""
+        ids = list(self.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        bos = self.tokenizer.bos_token_id
+        if self.add_bos and (not ids or ids[0] != bos):
+            ids.insert(0, bos)
+        if not ids:
+            raise ValueError(
+                "An empty prefix gives the model nothing to continue and this tokenizer has no "
+                "BOS token; pass a non-empty prompt."
+            )
+        return ids
+
+    @torch.inference_mode()
+    def propose(
+        self,
+        prefixes: Sequence[str],
+        *,
+        n: int,
+        stop: Sequence[str],
+        final_stop: Sequence[str] = (),
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[PrefixProposals]:
+        """Sample ``n`` continuations of every prefix (see ``Policy.propose``).
+
+        Sample ``j`` of the ``k``-th occurrence of a prefix text in ``prefixes`` draws from
+        the stream of (seed, text, ``k * n + j``): repeating a prefix asks for more,
+        different samples, exactly as a larger ``n`` would. With ``temperature == 0`` the
+        continuation is computed once and repeated. ``prefill_tokens`` of a repeated text
+        is charged to its first occurrence.
+        """
+        stops = check_request(prefixes, n=n, stop=stop, final_stop=final_stop, max_tokens=max_tokens,
+                              temperature=temperature, top_p=top_p, seed=seed)
+        if not prefixes:
+            return []
+        base = fresh_seed() if seed is None else seed
+        greedy = temperature == 0
+        jobs: dict[str, Job] = {}
+        slots: list[list[tuple[str, int]]] = []  # per prefix: the row key of each proposal
+        for text in prefixes:
+            job = jobs.get(text)
+            if job is None:
+                job = jobs[text] = Job(self.encode(text), [])
+            if greedy:
+                if not job.rows:
+                    job.rows.append(RowSpec((text, 0), None))
+                slots.append([(text, 0)] * n)
+                continue
+            first = len(job.rows)
+            job.rows.extend(RowSpec((text, k), row_stream(base, text, k)) for k in range(first, first + n))
+            slots.append([(text, k) for k in range(first, first + n)])
+        settings = Settings(stops, max_tokens, float(temperature), float(top_p))
+        outs, prefilled = self._run(list(jobs.values()), settings)
+        charged: set[str] = set()
+        result = []
+        for text, keys in zip(prefixes, slots, strict=True):
+            props = tuple(Proposal(outs[k].text, outs[k].n_tokens, outs[k].stop_reason) for k in keys)
+            result.append(PrefixProposals(props, 0 if text in charged else prefilled[text]))
+            charged.add(text)
+        return result
+
+    def _run(self, jobs: list[Job], s: Settings) -> tuple[dict[Any, RowOut], dict[str, int]]:
+        """Split jobs into groups of at most ``batch_size`` rows (longest prefixes first, so a
+        group's padding is small) and run them."""
+        outs: dict[Any, RowOut] = {}
+        prefilled: dict[str, int] = {}
+        group: list[Job] = []
+        rows = 0
+        for job in sorted(jobs, key=lambda j: -len(j.ids)):
+            text = job.rows[0].key[0]
+            prefilled.setdefault(text, 0)
+            pending = list(job.rows)
+            while pending:
+                take = pending[: self.batch_size - rows]
+                pending = pending[len(take):]
+                group.append(Job(job.ids, take))
+                rows += len(take)
+                if rows == self.batch_size:
+                    self._run_group(group, s, outs, prefilled)
+                    group, rows = [], 0
+        if group:
+            self._run_group(group, s, outs, prefilled)
+        return outs, prefilled
+
+    def _run_group(self, group: list[Job], s: Settings, outs: dict[Any, RowOut],
+                   prefilled: dict[str, int]) -> None:
+        got, counts = self._decoder.run(group, s)
+        outs.update(got)
+        for job, count in zip(group, counts, strict=True):
+            prefilled[job.rows[0].key[0]] += count
+
+
+def _default_add_bos(tokenizer: Any) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """EOS ids from the tokenizer and the model's generation config (an int or a list)."""
+    out: set[int] = set()
+    candidates = [tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)]
+    for value in candidates:
+        if isinstance(value, int):
+            out.add(value)
+        elif isinstance(value, (list, tuple)):
+            out.update(int(v) for v in value)
+    return frozenset(out)
+
+
+def _pad_id(model: Any, tokenizer: Any) -> int:
+    """Any valid id works: padding is masked out."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id, getattr(model.config, "pad_token_id", None)):
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _auto_cache_bytes(device: torch.device) -> int:
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * DEFAULT_GPU_CACHE_SHARE)
+    return DEFAULT_CPU_CACHE_BYTES
