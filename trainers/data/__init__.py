@@ -1,0 +1,25 @@
+"""Data loaders producing TRL stepwise rows (``prompt``, ``completions``, ``labels``,
+plus ``source``): PRM800K, Math-Shepherd, already-stepwise datasets, and weighted
+mixtures of them."""
+
+from __future__ import annotations
+
+from trainers.data._io import clean_step, read_records, stepwise_features
+from trainers.data.math_shepherd import load_math_shepherd
+from trainers.data.mixture import SourceSpec, load_mixture, load_source, load_stepwise, mix
+from trainers.data.prm800k import load_prm800k, load_problem_texts, normalize_problem
+
+__all__ = [
+    "SourceSpec",
+    "clean_step",
+    "load_math_shepherd",
+    "load_mixture",
+    "load_prm800k",
+    "load_problem_texts",
+    "load_source",
+    "load_stepwise",
+    "mix",
+    "normalize_problem",
+    "read_records",
+    "stepwise_features",
+]
