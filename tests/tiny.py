@@ -81,8 +81,12 @@ def build_causal_lm(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_value_head_prm(path: Path, seed: int = 0, step_separator: str = "\n\n") -> Path:
-    """Save a random-init value-head PRM (Qwen2 backbone) with its tokenizer."""
+def build_value_head_prm(path: Path, seed: int = 0, step_separator: str = "\n\n",
+                         **config_overrides: object) -> Path:
+    """Save a random-init value-head PRM (Qwen2 backbone) with its tokenizer.
+
+    ``config_overrides`` go to the backbone config (e.g. ``initializer_range=0.1`` for
+    scores that spread over [0, 1] instead of sitting near 0.5)."""
     import torch
 
     from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
@@ -90,9 +94,79 @@ def build_value_head_prm(path: Path, seed: int = 0, step_separator: str = "\n\n"
     tokenizer = train_tokenizer()
     torch.manual_seed(seed)
     config = ValueHeadPRMConfig(
-        backbone_config=tiny_qwen2_config(len(tokenizer)), step_separator=step_separator
+        backbone_config=tiny_qwen2_config(len(tokenizer), **config_overrides),
+        step_separator=step_separator,
     )
     model = ValueHeadPRM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_qwen_math_prm(path: Path, seed: int = 0, init_std: float = 0.1) -> Path:
+    """Save a Qwen2.5-Math-PRM-shaped checkpoint: config ``architectures`` and remote
+    ``auto_map`` as on the Hub, weights ``model.*`` + ``score.0.*`` / ``score.2.*``
+    (Linear, ReLU, Linear), a tokenizer with ``<extra_0>`` and a chat template."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+    from transformers import Qwen2Model
+
+    tokenizer = train_tokenizer(["<extra_0>"])
+    torch.manual_seed(seed)
+    config = tiny_qwen2_config(len(tokenizer), initializer_range=init_std)
+    backbone = Qwen2Model(config)
+    hidden = config.hidden_size
+    score = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+    for layer in (score[0], score[2]):
+        nn.init.normal_(layer.weight, std=init_std)
+    state = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    state.update({f"score.{k}": v.contiguous() for k, v in score.state_dict().items()})
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    raw = config.to_dict()
+    raw["architectures"] = ["Qwen2ForProcessRewardModel"]
+    raw["auto_map"] = {
+        "AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",
+        "AutoModel": "modeling_qwen2_rm.Qwen2ForProcessRewardModel",
+    }
+    (path / "config.json").write_text(json.dumps(raw, indent=2))
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_token_classification_prm(path: Path, seed: int = 0, step_separator: str | None = "\n",
+                                   init_std: float = 0.1) -> Path:
+    """Save a TRL-style 2-label ``Qwen2ForTokenClassification`` PRM; ``step_separator``
+    is recorded in ``prm_config.json`` (None records nothing, as TRL itself does)."""
+    import json
+
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    tokenizer = train_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_qwen2_config(len(tokenizer), num_labels=2, initializer_range=init_std)
+    model = AutoModelForTokenClassification.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    if step_separator is not None:
+        (path / "prm_config.json").write_text(json.dumps({"step_separator": step_separator}))
+    return path
+
+
+def build_math_shepherd_prm(path: Path, seed: int = 0, tag: str = " ки", init_std: float = 0.1) -> Path:
+    """Save a Math-Shepherd-style causal-LM PRM whose tokenizer has ``tag`` as one token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = train_tokenizer([tag])
+    torch.manual_seed(seed)
+    config = tiny_qwen2_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                               pad_token_id=tokenizer.pad_token_id, initializer_range=init_std)
+    model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

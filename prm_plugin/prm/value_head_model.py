@@ -104,9 +104,8 @@ class ValueHeadPRM(PreTrainedModel):
         if config.backbone_config is None:
             raise ValueError("ValueHeadPRMConfig.backbone_config is required.")
         self.backbone = AutoModel.from_config(config.backbone_config)
-        self.head = ValueHead(
-            config.backbone_config.hidden_size, config.head_hidden_size, config.head_activation
-        )
+        hidden = int(config.backbone_config.hidden_size)
+        self.head = ValueHead(hidden, int(config.head_hidden_size or hidden), config.head_activation)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -153,23 +152,25 @@ class ValueHeadPRM(PreTrainedModel):
 
         A causal-LM checkpoint works: ``AutoModel`` drops its LM head.
         """
-        if isinstance(backbone, str):
-            backbone = AutoModel.from_pretrained(backbone, **from_pretrained_kwargs)
-        elif hasattr(backbone, "get_decoder") and type(backbone).__name__.endswith("ForCausalLM"):
-            backbone = backbone.get_decoder()
+        loaded: Any = backbone
+        if isinstance(loaded, str):
+            loaded = AutoModel.from_pretrained(loaded, **from_pretrained_kwargs)
+        elif hasattr(loaded, "get_decoder") and type(loaded).__name__.endswith("ForCausalLM"):
+            loaded = loaded.get_decoder()
         config = ValueHeadPRMConfig(
-            backbone_config=backbone.config,
+            backbone_config=loaded.config,
             head_hidden_size=head_hidden_size,
             head_activation=head_activation,
             step_separator=step_separator,
         )
         with torch.device("meta"):
             model = cls(config)
-        model.backbone = backbone
-        ref = next(backbone.parameters())
-        model.head = ValueHead(
-            config.backbone_config.hidden_size, config.head_hidden_size, head_activation
-        ).to(device=ref.device, dtype=ref.dtype)
+        model.backbone = loaded
+        ref = next(loaded.parameters())
+        hidden = int(loaded.config.hidden_size)
+        model.head = ValueHead(hidden, int(config.head_hidden_size or hidden), head_activation).to(
+            device=ref.device, dtype=ref.dtype
+        )
         model._init_weights(model.head)
         return model
 
