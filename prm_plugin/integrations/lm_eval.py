@@ -1,0 +1,256 @@
+"""``lm_eval --model prm_guided``: reward-guided search behind lm-eval's ``LM`` API.
+
+::
+
+    lm_eval --model prm_guided \\
+        --model_args pretrained=Qwen/Qwen2.5-Math-1.5B-Instruct,prm=Qwen/Qwen2.5-Math-PRM-7B,strategy=beam,n=16,beam_width=4,trace_path=out/traces \\
+        --tasks math500_prm --include_path "$(prm-plugin task-path)" --apply_chat_template
+
+``generate_until`` turns requests into ``Problem``s, runs the strategy over batches
+of ``search_batch_size`` problems, and returns each search's final text.
+``loglikelihood`` requests go to the wrapped model (for ``policy=hf`` an lm-eval
+``HFLM`` sharing the policy's weights, built only when first needed).
+
+The PRM's question comes from the doc field ``prm_question`` (this package's tasks
+add it in ``process_docs``), else from the doc field named by ``question_field=``,
+else the whole prompt (with a warning). The domain comes from the doc field
+``prm_domain``, else ``domain=`` (default ``math``).
+
+With ``trace_path=DIR``: per-task traces in ``DIR/<task>.traces.jsonl`` keyed by
+lm-eval's ``prompt_hash``, ``DIR/cost_summary.json``, and a result store in
+``DIR/store/`` keyed by the full configuration + request, so a killed run resumes
+without recomputing finished problems (``resume=false`` recomputes everything).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lm_eval.models  # noqa: F401  # built-ins first: registering early would hide them
+from lm_eval.api.model import LM
+from tqdm import tqdm
+
+from prm_plugin.integrations import _lm_eval_hook
+from prm_plugin.integrations.lm_eval_backends import Backends, build_backends
+from prm_plugin.integrations.lm_eval_config import (
+    build_strategy_params,
+    fingerprint,
+    split_model_args,
+)
+from prm_plugin.integrations.lm_eval_jobs import Job, JobBuilder
+from prm_plugin.integrations.result_store import ResultStore, request_key
+from prm_plugin.integrations.traces import CostSummary, TraceWriter
+from prm_plugin.search import Budget, SearchResult
+
+logger = logging.getLogger(__name__)
+_lm_eval_hook.register()  # so `prm_guided` exists even with the .pth hook disabled
+
+
+class PRMGuidedLM(LM):
+    """An lm-eval model that answers ``generate_until`` with a PRM-guided search.
+
+    Args:
+        policy: ``"hf"`` (default), ``"vllm"``, any registered lm-eval model name, or a
+            ``Policy`` object (Python use).
+        prm: PRM path / Hub id, a ``RewardModel`` object, or None for strategies that
+            need none (``greedy``, ``majority``).
+        strategy: a registered strategy name or a ``Strategy`` instance.
+        **model_args: see ``prm_plugin.integrations.lm_eval_config.ModelSettings``,
+            plus the strategy's parameters and ``policy.<k>``/``prm.<k>`` keywords.
+    """
+
+    def __init__(self, policy: Any = "hf", prm: Any = None, strategy: Any = "bon", **model_args: Any) -> None:
+        super().__init__()
+        from prm_plugin.plugins import get_strategy
+
+        named = {k: v for k, v in (("policy", policy), ("prm", prm), ("strategy", strategy)) if isinstance(v, str)}
+        strategy_cls: Any = get_strategy(strategy) if isinstance(strategy, str) else None
+        split = split_model_args({**named, **model_args}, strategy_cls.Params if strategy_cls else None)
+        self.settings = split.settings
+        if strategy_cls is not None:
+            self.strategy = strategy_cls(build_strategy_params(strategy_cls.Params, split.strategy_params))
+        else:
+            self.strategy = strategy
+        self._explicit_sampling = {k for k in ("temperature", "top_p") if k in split.strategy_params}
+        s = self.settings
+        self.budget = Budget(n=s.n, max_policy_tokens=s.max_policy_tokens, max_seconds=s.max_seconds)
+        self.backends: Backends = build_backends(
+            s, split, policy_obj=None if isinstance(policy, str) else policy,
+            prm_obj=None if prm is None or isinstance(prm, str) else prm,
+            needs_prm=getattr(self.strategy, "needs_prm", True),
+            strategy_name=getattr(self.strategy, "name", type(self.strategy).__name__),
+            step_delimiter=getattr(self.strategy.params, "step_delimiter", None),
+        )
+        self.config = self._describe(split)
+        self.config_fingerprint = fingerprint(self.config)
+        self.costs = CostSummary()
+        folder = Path(s.trace_path) if s.trace_path else None
+        self.traces = TraceWriter(folder) if folder else None
+        self.store = ResultStore(folder / "store", self.config_fingerprint, self.config) if folder else None
+        self._jobs = JobBuilder(question_field=s.question_field, default_domain=s.domain,
+                                default_max_gen_toks=s.max_gen_toks, eos=self.backends.eos_string())
+        self._strategies: dict[tuple[float, float, int], Any] = {}
+        if folder is None:
+            logger.info("prm_guided: no trace_path given, so no traces, cost file or resume store on disk.")
+
+    # -- lm-eval API -------------------------------------------------------------
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        jobs = self._jobs.build(list(requests))
+        texts: list[str | None] = [None] * len(jobs)
+        records: list[dict[str, Any] | None] = [None] * len(jobs)
+        todo = []
+        for job in jobs:
+            job.key = request_key(self.config_fingerprint, job.context, job.gen_kwargs,
+                                  job.problem.question, job.repeat)
+            stored = self.store.get(job.key) if self.store is not None and self.settings.resume else None
+            if stored is not None:
+                records[job.index] = {**stored, "resumed": True}
+            else:
+                todo.append(job)
+        if len(todo) < len(jobs):
+            logger.info("prm_guided: resumed %d of %d problems from %s", len(jobs) - len(todo), len(jobs),
+                        self.store.path if self.store else "")
+        with tqdm(total=len(todo), disable=disable_tqdm, desc=f"prm_guided ({self._strategy_name()})") as bar:
+            for batch in self._batches(todo):
+                for job, record in zip(batch, self._search(batch), strict=True):
+                    records[job.index] = record
+                bar.update(len(batch))
+        for job in jobs:
+            done = records[job.index]
+            assert done is not None
+            texts[job.index] = done["text"]
+        self._report(jobs, records)
+        return [t if t is not None else "" for t in texts]
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self.backends.scorer().loglikelihood(requests)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        return self.backends.scorer().loglikelihood_rolling(requests)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.backends.tokenizer(required=False)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.backends.tokenizer_name()
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.backends.apply_chat_template(chat_history, add_generation_prompt)
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return self.backends.chat_template(chat_template)
+
+    def set_cache_hook(self, cache_hook: Any) -> None:
+        if getattr(cache_hook, "dbdict", None) is not None:
+            logger.warning(
+                "prm_guided: lm-eval's --use_cache keys answers on the prompt only, so a cache shared "
+                "across strategies/PRMs returns stale answers. prm_guided keeps its own store keyed by "
+                "the full configuration under trace_path (resume=true); prefer that and drop --use_cache."
+            )
+        super().set_cache_hook(cache_hook)
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Run-level settings and the cost summary, merged into lm-eval's results JSON."""
+        return {"prm_guided": {**self.config, "config_fingerprint": self.config_fingerprint,
+                               "cost_summary": self.costs.summary()}}
+
+    # -- search ------------------------------------------------------------------
+    def _batches(self, jobs: list[Job]) -> list[list[Job]]:
+        groups: dict[tuple[Any, ...], list[Job]] = {}
+        for job in jobs:  # one strategy instance per (task, sampling, repeat) group
+            groups.setdefault((job.task, *self._sampling(job)), []).append(job)
+        size = self.settings.search_batch_size
+        return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+    def _sampling(self, job: Job) -> tuple[float, float, int]:
+        params = getattr(self.strategy, "params", None)
+        temperature = getattr(params, "temperature", 0.0)
+        top_p = getattr(params, "top_p", 1.0)
+        if job.temperature is not None and "temperature" not in self._explicit_sampling:
+            temperature = job.temperature
+            if job.top_p is not None and "top_p" not in self._explicit_sampling:
+                top_p = job.top_p
+        return float(temperature), float(top_p), job.repeat
+
+    def _strategy_for(self, temperature: float, top_p: float, repeat: int) -> Any:
+        key = (temperature, top_p, repeat)
+        if key not in self._strategies:
+            params: Any = getattr(self.strategy, "params", None)
+            if not _is_params(params) or key == (params.temperature, params.top_p, 0):
+                self._strategies[key] = self.strategy
+            else:
+                new = dataclasses.replace(params, temperature=temperature, top_p=top_p,
+                                          seed=params.seed + 1_000_003 * repeat)
+                self._strategies[key] = type(self.strategy)(new)
+        return self._strategies[key]
+
+    def _search(self, batch: list[Job]) -> list[dict[str, Any]]:
+        strategy = self._strategy_for(*self._sampling(batch[0]))
+        start = time.perf_counter()
+        results: list[SearchResult] = strategy.search(
+            [j.problem for j in batch], self.backends.policy, self.backends.prm, self.budget)
+        seconds = (time.perf_counter() - start) / len(batch)
+        if len(results) != len(batch):
+            raise RuntimeError(f"Strategy {self._strategy_name()} returned {len(results)} results for {len(batch)} problems.")
+        from lm_eval.models.utils import postprocess_generated_text
+
+        records = []
+        for job, result in zip(batch, results, strict=True):
+            text = postprocess_generated_text(result.text, job.problem.stop, None)
+            records.append({"text": text, "seconds": seconds, "result": result.to_json(),
+                            "question": job.problem.question, "domain": job.problem.domain})
+        if self.store is not None:
+            self.store.put_many([(j.key, r) for j, r in zip(batch, records, strict=True)])
+        return [{**r, "resumed": False} for r in records]
+
+    def _report(self, jobs: list[Job], records: Sequence[dict[str, Any] | None]) -> None:
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for job in jobs:
+            record = records[job.index]
+            assert record is not None
+            self.costs.add(job.task, record["result"].get("cost", {}), record["seconds"], record["resumed"])
+            lines.setdefault(job.task, []).append({
+                "task": job.task, "doc_id": job.doc_id, "prompt_hash": job.prompt_hash, "repeat": job.repeat,
+                "resumed": record["resumed"], "question": record["question"], "domain": record["domain"],
+                **record["result"],
+            })
+        if self.traces is not None:
+            for task, task_lines in lines.items():
+                self.traces.write(task, task_lines)
+            self.costs.write(self.traces.folder / "cost_summary.json")
+        if jobs:
+            print(f"\nprm_guided cost summary ({self._strategy_name()}, n={self.budget.n}):\n{self.costs.table()}\n")
+
+    def _strategy_name(self) -> str:
+        return str(getattr(self.strategy, "name", type(self.strategy).__name__))
+
+    def _describe(self, split: Any) -> dict[str, Any]:
+        from prm_plugin import __version__
+
+        s = self.settings
+        params: Any = getattr(self.strategy, "params", None)
+        return {
+            "plugin_version": __version__,
+            "policy": self.backends.policy_name, "pretrained": s.pretrained,
+            "prm": self.backends.prm_name, "prm_family": s.prm_family,
+            "prm_step_separator": s.prm_step_separator,
+            "strategy": self._strategy_name(),
+            "params": dataclasses.asdict(params) if _is_params(params) else repr(params),
+            "budget": dataclasses.asdict(self.budget),
+            "seed": getattr(params, "seed", None),
+            "question_field": s.question_field, "domain": s.domain, "max_gen_toks": s.max_gen_toks,
+            "device": s.device, "dtype": s.dtype,
+            "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
+            "wrapped_model_args": split.passthrough,
+        }
+
+
+def _is_params(obj: Any) -> bool:
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)

@@ -1,0 +1,126 @@
+"""Turning lm-eval ``generate_until`` requests into search ``Problem``s.
+
+lm-eval hands the model one ``Instance`` per sample, repeated ``repeats`` times in
+the request list (the same object each time). Each occurrence becomes one ``Job``:
+its own search, with the strategy seed offset by the repeat index so repeats are
+independent samples rather than copies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from prm_plugin.integrations.traces import prompt_hash
+from prm_plugin.search import Problem
+
+logger = logging.getLogger(__name__)
+
+#: gen_kwargs keys prm_guided understands; any other key is reported once, not used.
+KNOWN_GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p")
+QUESTION_FIELD = "prm_question"
+DOMAIN_FIELD = "prm_domain"
+
+
+@dataclass
+class Job:
+    """One search to run (or to resume from the store)."""
+
+    index: int  # position in the request list
+    task: str
+    doc_id: int | None
+    repeat: int
+    context: str
+    gen_kwargs: dict[str, Any]
+    problem: Problem
+    temperature: float | None  # from gen_kwargs when they ask for sampling
+    top_p: float | None
+    key: str = ""
+
+    @property
+    def prompt_hash(self) -> str:
+        return prompt_hash(self.context)
+
+
+class JobBuilder:
+    """Builds jobs; remembers which warnings it already gave."""
+
+    def __init__(self, *, question_field: str | None, default_domain: str,
+                 default_max_gen_toks: int, eos: str | None) -> None:
+        self.question_field = question_field
+        self.default_domain = default_domain
+        self.default_max_gen_toks = default_max_gen_toks
+        self.eos = eos
+        self._warned: set[str] = set()
+
+    def build(self, requests: list[Any]) -> list[Job]:
+        seen: Counter[int] = Counter()
+        jobs = []
+        for index, req in enumerate(requests):
+            repeat = seen[id(req)]
+            seen[id(req)] += 1
+            jobs.append(self._job(index, req, repeat))
+        return jobs
+
+    def _job(self, index: int, req: Any, repeat: int) -> Job:
+        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+        context, raw = req.args[0], req.args[1]
+        if not isinstance(raw, dict):
+            raise TypeError(f"generate_until expects (context, gen_kwargs dict); got {type(raw).__name__}.")
+        task = req.task_name or "unknown_task"
+        kwargs = dict(normalize_gen_kwargs(raw, self.default_max_gen_toks))
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=self.eos)
+        max_tokens = int(kwargs.pop("max_gen_toks"))
+        self._warn_unknown(task, kwargs)
+        sampling = bool(kwargs.get("do_sample")) and float(kwargs.get("temperature", 0.0)) > 0
+        doc = req.doc if isinstance(req.doc, dict) else {}
+        problem = Problem(
+            prompt=context,
+            question=self._question(task, doc, context),
+            stop=list(until),
+            max_tokens=max_tokens,
+            domain=str(doc.get(DOMAIN_FIELD) or self.default_domain),
+            doc=doc,
+            uid=f"{task}/{req.doc_id}/{repeat}",
+        )
+        return Job(
+            index=index, task=task, doc_id=req.doc_id, repeat=repeat, context=context,
+            gen_kwargs=raw, problem=problem,
+            temperature=float(kwargs["temperature"]) if sampling else None,
+            top_p=float(kwargs["top_p"]) if sampling and "top_p" in kwargs else None,
+        )
+
+    def _question(self, task: str, doc: dict[str, Any], context: str) -> str:
+        if isinstance(doc.get(QUESTION_FIELD), str):
+            return str(doc[QUESTION_FIELD])
+        if self.question_field:
+            if self.question_field not in doc:
+                raise KeyError(
+                    f"question_field={self.question_field!r} is not a field of {task}'s docs "
+                    f"(fields: {', '.join(sorted(doc)) or 'none'}). Set question_field to the doc "
+                    "field that holds the problem text."
+                )
+            return str(doc[self.question_field])
+        self._warn_once(
+            f"q:{task}",
+            f"{task}: its docs carry no '{QUESTION_FIELD}' field and question_field is unset, so the "
+            "PRM sees the whole prompt as the question. Pass question_field=<doc field> in model_args.",
+        )
+        return context
+
+    def _warn_unknown(self, task: str, kwargs: dict[str, Any]) -> None:
+        unknown = sorted(k for k in kwargs if k not in KNOWN_GEN_KWARGS)
+        if unknown:
+            self._warn_once(
+                f"g:{task}:{unknown}",
+                f"{task}: prm_guided does not use gen_kwargs {', '.join(unknown)} (the search "
+                "strategy controls sampling; see the strategy's parameters).",
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
