@@ -106,9 +106,6 @@ class FakePolicy:
     def count_tokens(self, text: str) -> int:
         return len(text)
 
-    def prefixes_of(self, call: int) -> tuple[str, ...]:
-        return self.calls[call].prefixes
-
 
 class FakePRM:
     """Deterministic step scores; ``tokens`` counts characters (question + each step + 1).
@@ -160,25 +157,6 @@ class FakePRM:
 
     def count_tokens(self, query: PRMQuery) -> int:
         return len(query.question) + sum(len(s) + 1 for s in query.steps)
-
-
-def chain(*steps: Choice, prompt: str = "P:", delimiter: str = "\n\n") -> dict[str, list[Choice]]:
-    """A tree holding one path: each step the only choice after the previous ones."""
-    tree: dict[str, list[Choice]] = {}
-    prefix = prompt
-    for step in steps:
-        tree[prefix] = [step]
-        prefix = prefix + step[0] + delimiter
-    return tree
-
-
-def merge(*trees: Mapping[str, Sequence[Choice]]) -> dict[str, list[Choice]]:
-    """Merge trees; choices for the same prefix are concatenated in order."""
-    out: dict[str, list[Choice]] = {}
-    for t in trees:
-        for k, v in t.items():
-            out.setdefault(k, []).extend(v)
-    return out
 
 
 def as_json_roundtrip(obj: Any) -> Any:
