@@ -7,6 +7,12 @@ PRM step score, visits and value for MCTS) and a ``role``: ``"step"`` for nodes 
 search itself created, ``"lookahead"`` / ``"rollout"`` for steps generated only to
 score or value a node. Roles matter to the search; accounting counts every node once.
 
+A node is finished when its proposal ended the solution (``stop_reason`` other than
+``"step"``) or its path reached ``Problem.max_tokens``; finished nodes are never
+extended. A step cut by the per-step token cap (``"length"``) therefore ends its
+candidate, as in search-and-learn: cutting a runaway step at an arbitrary token and
+carrying on would invent a step boundary.
+
 ``SearchRun`` is one batch search: it makes the batched policy and PRM calls, books
 their cost on each problem, applies the budget caps and assembles ``SearchResult``.
 It is the piece a third-party strategy reuses to get measured ``Cost`` for free.
@@ -295,7 +301,9 @@ class SearchRun:
         """Continue every request's prefix ``n`` times; one call per stop setting.
 
         ``step=True`` stops at the step delimiter, ``False`` runs to the end of the
-        solution. ``max_tokens`` of a call is the largest of its requests' caps.
+        solution. ``max_tokens`` of a call is the largest of its requests' caps (the
+        contract has one cap per call), so a path may end a few tokens past
+        ``Problem.max_tokens``; it is then finished and never extended.
         """
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
         for k, r in enumerate(requests):
