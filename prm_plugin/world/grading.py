@@ -48,12 +48,12 @@ def _step_ok(problem: Problem, i: int, step: str) -> bool:
         if i < n:
             m = _ARITH.match(step)
             op, b = problem.ops[i]
-            return bool(m) and _ints(m, 1, 3, 4) == (vals[i], b, vals[i + 1]) and m.group(2) == op  # type: ignore[union-attr]
+            return m is not None and _ints(m, 1, 3, 4) == (vals[i], b, vals[i + 1]) and m.group(2) == op
         m = _FINAL.match(step)
-        return i == n and bool(m) and int(m.group(1)) == problem.answer  # type: ignore[union-attr]
+        return i == n and m is not None and int(m.group(1)) == problem.answer
     if i == 0:
         m = _CODE_START.match(step)
-        return bool(m) and m.group(1) == VARS[0] and int(m.group(2)) == problem.start  # type: ignore[union-attr]
+        return m is not None and m.group(1) == VARS[0] and int(m.group(2)) == problem.start
     if i <= n:
         m = _CODE.match(step)
         if not m:
@@ -64,7 +64,7 @@ def _step_ok(problem: Problem, i: int, step: str) -> bool:
         comment_ok = _ints(m, 5, 7, 8) == (vals[i - 1], b, vals[i]) and m.group(6) == op
         return names_ok and code_ok and comment_ok
     m = _PRINT.match(step)
-    return i == n + 1 and bool(m) and m.group(1) == VARS[n] and int(m.group(2)) == problem.answer  # type: ignore[union-attr]
+    return i == n + 1 and m is not None and m.group(1) == VARS[n] and int(m.group(2)) == problem.answer
 
 
 def _ints(m: re.Match[str], *groups: int) -> tuple[int, ...]:
