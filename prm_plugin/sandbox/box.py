@@ -65,7 +65,7 @@ class Sandbox:
         self.layers_plan: dict[str, Any] = {}
         self.layers: dict[str, Any] = {}
         self.nproc_enforced = False
-        self._slots = launcher.UidSlots() if os.geteuid() == 0 else None
+        self._slots = launcher.uid_slots() if os.geteuid() == 0 else None
         self._root_dir = ""
 
     # ---- life cycle -----------------------------------------------------------------
@@ -179,6 +179,11 @@ class Sandbox:
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 self._zygote.request({"op": "killuid", "uid": uid}, [b.fileno()])
+                b.close()
+                a.settimeout(10)
+                a.recv(1024)  # the zygote answers once the killer has finished
+            except OSError as exc:
+                log.warning("could not sweep the processes of uid %d: %s", uid, exc)
             finally:
                 a.close()
                 b.close()

@@ -128,6 +128,19 @@ class UidSlots:
             self._cond.notify()
 
 
+_slots: UidSlots | None = None
+_slots_lock = threading.Lock()
+
+
+def uid_slots() -> UidSlots:
+    """The process-wide pool: two Sandboxes must never hand out the same uid at once."""
+    global _slots
+    with _slots_lock:
+        if _slots is None:
+            _slots = UidSlots()
+        return _slots
+
+
 def make_dir(prefix: str, mode: int = 0o755) -> str:
     path = tempfile.mkdtemp(prefix=prefix)
     os.chmod(path, mode)

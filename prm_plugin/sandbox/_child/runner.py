@@ -95,6 +95,8 @@ def run(workdir: str) -> None:
     path = os.path.join(workdir, "main.py")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(request["code"])
+    for name in [m for m in sys.modules if m == "_child" or m.startswith("_child.")]:
+        del sys.modules[name]  # the harness stays out of the program's way (and namespace)
     main = types.ModuleType("__main__")
     main.__file__ = path
     main.__builtins__ = __builtins__  # type: ignore[attr-defined]

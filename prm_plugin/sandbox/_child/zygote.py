@@ -35,7 +35,6 @@ class Zygote:
         self.plan = plan
         self.sock = socket.socket(fileno=plan["sock_fd"])
         self.children: dict[int, socket.socket] = {}  # C2 pid -> reply socket
-        self.killers: set[int] = set()
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -59,7 +58,9 @@ class Zygote:
             if req["op"] == "spawn":
                 self.spawn(req, fds[:-1], reply)
             elif req["op"] == "killuid":
-                self.killers.add(_fork_killer(int(req["uid"])))
+                # Synchronous: the uid goes back to the pool only after its processes are gone.
+                _, status = os.waitpid(_fork_killer(int(req["uid"])), 0)
+                reply.send(json.dumps({"status": status}).encode())
                 reply.close()
             else:
                 reply.send(json.dumps({"error": f"unknown op {req['op']!r}"}).encode())
@@ -113,7 +114,6 @@ class Zygote:
             if pid == 0:
                 return
             reply = self.children.pop(pid, None)
-            self.killers.discard(pid)
             if reply is not None:
                 with contextlib.suppress(OSError):
                     reply.send(json.dumps({"status": status}).encode())
@@ -148,8 +148,8 @@ def _fork_killer(uid: int) -> int:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-            for _ in range(1000):  # until nothing of this uid is left (fork races included)
-                os.kill(-1, signal.SIGKILL)
+            for _ in range(200):  # until nothing of this uid is left (fork races included);
+                os.kill(-1, signal.SIGKILL)  # zombies still count, hence the bound
         except ProcessLookupError:
             os._exit(0)
         except BaseException:
