@@ -13,6 +13,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "strategies": ("prm_plugin.cli:strategies_main", "list registered search strategies and their source"),
     "train": ("trainers.cli:main", "train a value-head PRM from a YAML recipe and/or flags (TRL style)"),
     "export-prm": ("trainers.export:main", "export a value-head PRM as a two-class token-classification head"),
+    "lm-eval": ("prm_plugin.integrations.lm_eval_cli:lm_eval_main",
+                "run lm-eval's CLI with --model prm_guided registered (fallback for the .pth hook)"),
+    "task-path": ("prm_plugin.integrations.lm_eval_cli:task_path_main",
+                  "print the folder of the shipped lm-eval tasks, for --include_path"),
 }
 
 
