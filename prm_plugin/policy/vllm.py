@@ -1,0 +1,197 @@
+"""The vLLM policy: ``Policy.propose`` over ``vllm.LLM.generate`` with prefix caching.
+
+Importing this module never imports vLLM; constructing ``VLLMPolicy`` does, and says
+how to install it when it is missing (``pip install 'prm-plugin[vllm]'``).
+
+How the contract maps onto vLLM (API read from vLLM's ``SamplingParams``,
+``RequestOutput`` and ``CompletionOutput``; V1 engine):
+
+* one request per prefix with ``SamplingParams(n=n, stop=stop + final_stop, seed=...,
+  max_tokens, temperature, top_p, skip_special_tokens=False,
+  spaces_between_special_tokens=False)`` (the text is exactly what the tokens say, as in
+  ``HFPolicy``); greedy requests (temperature 0) ask for one sample and repeat it;
+* seeds: vLLM's V1 engine gives child ``j`` of an ``n``-sample request the seed
+  ``seed + j``. The request seed is ``row_seed(seed, prefix text, 0) mod 2**62 + k * n``
+  for the ``k``-th occurrence of a text in the call, so sample ``i`` of a prefix text
+  always uses the stream ``base(text) + i``: independent of the rest of the batch, and a
+  repeated prefix draws further samples. (The streams differ from ``HFPolicy``'s: the two
+  backends agree in distribution, not sample by sample.)
+* ``stop_reason``: ``finish_reason == "length"`` → ``"length"``; ``"stop"`` with a stop
+  string → ``"step"`` or ``"final"`` by which list holds it; ``"stop"`` with a token id
+  or ``None`` (EOS and the generation config's extra EOS ids) → ``"eos"``; anything
+  else (``"abort"``, ``"error"``) raises. vLLM takes the first stop string *in list
+  order* found in a token's new text; the text plus its stop string is re-checked here so
+  that, as in ``HFPolicy``, the earliest stop in the text wins.
+* ``n_tokens``: ``len(token_ids)`` as vLLM reports it (the token holding the stop string
+  or EOS included). ``prefill_tokens``: ``len(prompt_token_ids) - num_cached_tokens``;
+  when vLLM does not report ``num_cached_tokens`` the whole prompt is counted. vLLM runs
+  the ``n`` samples as child requests; children scheduled in the same step as the first
+  may recompute the prompt, which vLLM does not report.
+
+Verified on a real vLLM: nothing — vLLM cannot be installed or run on the machines this
+was written on. The mapping is tested against a fake ``vllm`` module that follows the
+documented API (tests/test_policy_vllm.py); ``test_real_vllm_matches_hf_greedy`` there
+runs only where vLLM and a GPU are present. Not verified: the V0 engine's seeding of
+``n > 1`` requests, the exact ``num_cached_tokens`` semantics across vLLM releases, and
+that ``token_ids`` includes the EOS token in every release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prm_plugin.policy._request import StopSet, check_request
+from prm_plugin.policy._sampling import fresh_seed, row_seed
+from prm_plugin.search import PrefixProposals, Proposal
+
+INSTALL_HINT = "VLLMPolicy needs vLLM, which is not installed: pip install 'prm-plugin[vllm]'"
+_SEED_SPACE = 1 << 62
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(INSTALL_HINT) from err
+    return vllm
+
+
+class VLLMPolicy:
+    """A ``Policy`` over an offline ``vllm.LLM`` engine.
+
+    Args:
+        llm: a constructed ``vllm.LLM`` (build it with ``enable_prefix_caching=True``,
+            as ``from_pretrained`` does, or prefix reuse is lost).
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self._vllm = _import_vllm()
+        self.llm = llm
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        enable_prefix_caching: bool = True,
+        **llm_kwargs: Any,
+    ) -> VLLMPolicy:
+        """Start a ``vllm.LLM`` on ``path_or_id`` with prefix caching on.
+
+        Args:
+            path_or_id: a local directory or a Hub id.
+            device: vLLM places the model itself; only ``None``, ``"cuda"`` or ``"auto"``
+                are accepted (use ``CUDA_VISIBLE_DEVICES`` / ``tensor_parallel_size``).
+            dtype: e.g. ``"bfloat16"``; default ``"auto"``.
+            enable_prefix_caching: keep on unless measuring without reuse.
+            **llm_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``,
+                ``gpu_memory_utilization``, ``max_model_len``, ``seed``, ...).
+        """
+        vllm = _import_vllm()
+        if device not in (None, "cuda", "auto"):
+            raise ValueError(
+                f"device={device!r}: vLLM chooses its GPUs itself; select them with "
+                "CUDA_VISIBLE_DEVICES and tensor_parallel_size, or use policy=hf."
+            )
+        llm = vllm.LLM(model=path_or_id, dtype=dtype or "auto",
+                       enable_prefix_caching=enable_prefix_caching, **llm_kwargs)
+        return cls(llm)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in the engine's tokenizer (no special tokens added)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def propose(
+        self,
+        prefixes: Sequence[str],
+        *,
+        n: int,
+        stop: Sequence[str],
+        final_stop: Sequence[str] = (),
+        max_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[PrefixProposals]:
+        """Sample ``n`` continuations of every prefix (see ``Policy.propose`` and the
+        module docstring for how vLLM's outputs are mapped)."""
+        stops = check_request(prefixes, n=n, stop=stop, final_stop=final_stop, max_tokens=max_tokens,
+                              temperature=temperature, top_p=top_p, seed=seed)
+        for i, p in enumerate(prefixes):
+            if not p:
+                raise ValueError(f"prefixes[{i}] is empty; vLLM needs a non-empty prompt.")
+        if not prefixes:
+            return []
+        base = fresh_seed() if seed is None else seed
+        greedy = temperature == 0
+        prompts: list[str] = []
+        params: list[Any] = []
+        request_of: list[int] = []  # the request that serves each prefix
+        occurrences: dict[str, int] = {}
+        greedy_request: dict[str, int] = {}
+        for text in prefixes:
+            k = occurrences.get(text, 0)
+            occurrences[text] = k + 1
+            if greedy and text in greedy_request:  # one greedy request per unique text
+                request_of.append(greedy_request[text])
+                continue
+            greedy_request.setdefault(text, len(prompts))
+            request_of.append(len(prompts))
+            prompts.append(text)
+            params.append(self._params(stops, n=1 if greedy else n, max_tokens=max_tokens,
+                                       temperature=temperature, top_p=top_p,
+                                       seed=row_seed(base, text, 0) % _SEED_SPACE + k * n))
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts.")
+        proposals = [
+            tuple(to_proposal(c, stops) for c in sorted(out.outputs, key=lambda c: c.index))
+            for out in outputs
+        ]
+        charged: set[int] = set()
+        result = []
+        for r in request_of:
+            props = proposals[r] * n if greedy else proposals[r]
+            result.append(PrefixProposals(props, 0 if r in charged else prefill_of(outputs[r])))
+            charged.add(r)
+        return result
+
+    def _params(self, stops: StopSet, *, n: int, max_tokens: int, temperature: float, top_p: float,
+                seed: int) -> Any:
+        return self._vllm.SamplingParams(
+            n=n, temperature=float(temperature), top_p=float(top_p), seed=seed,
+            max_tokens=max_tokens, stop=list(stops.step + stops.final),
+            skip_special_tokens=False, spaces_between_special_tokens=False,
+        )
+
+
+def to_proposal(completion: Any, stops: StopSet) -> Proposal:
+    """Map one vLLM ``CompletionOutput`` onto a ``Proposal`` (see the module docstring)."""
+    text, n_tokens = completion.text, len(completion.token_ids)
+    finish, stopped_by = completion.finish_reason, completion.stop_reason
+    if finish == "length":
+        return Proposal(text, n_tokens, "length")
+    if finish != "stop":
+        raise RuntimeError(
+            f"vLLM ended a completion with finish_reason={finish!r} (expected 'stop' or 'length'); "
+            "the request was aborted or failed — see the vLLM log."
+        )
+    if isinstance(stopped_by, str):
+        if stopped_by not in stops.step + stops.final:
+            raise RuntimeError(f"vLLM stopped on {stopped_by!r}, which is not a requested stop string.")
+        match = stops.find(text + stopped_by)  # earliest in the text wins, as in HFPolicy
+        assert match is not None
+        return Proposal(text[: min(match.start, len(text))], n_tokens, match.reason)
+    # None: the EOS token; an int: one of the generation config's extra stop token ids.
+    return Proposal(text, n_tokens, "eos")
+
+
+def prefill_of(output: Any) -> int:
+    """Prompt tokens vLLM ran for a request: its prompt minus prefix-cache hits."""
+    total = len(output.prompt_token_ids or ())
+    cached = getattr(output, "num_cached_tokens", None)
+    return total - cached if isinstance(cached, int) else total
