@@ -96,7 +96,7 @@ class PRMConfig(TrainingArguments):
         metadata={"help": "Maximum tokens per row; steps that do not fit are dropped whole. None: no cap."},
     )
     max_prompt_length: int | None = field(
-        default=512,
+        default=None,
         metadata={"help": "Maximum tokens of the question segment (its last tokens are kept). None: no cap."},
     )
     max_completion_length: int | None = field(

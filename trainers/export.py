@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         out = export_token_classification(args.checkpoint, args.output)
     except ExportError as exc:
-        print(f"prm-plugin export-prm: error: {exc}")
+        print(f"prm-plugin export-prm: error: {exc}", file=sys.stderr)
         return 2
     print(f"Exported {args.checkpoint} -> {out} (format: {args.format})")
     return 0
