@@ -21,7 +21,7 @@ from tiny import (
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForTokenClassification,
-    AutoTokenizer,
+    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2Model,
 )
@@ -65,6 +65,10 @@ def prms(checkpoints: dict[str, Path]) -> dict[str, RewardModel]:
 
 
 # -- hand-built references ----------------------------------------------------------
+# The tiny tokenizers are saved as plain fast tokenizers; AutoTokenizer would swap in
+# Qwen2Tokenizer for model_type qwen2 and split text differently from tokenizer.json.
+AutoTokenizer = PreTrainedTokenizerFast
+
 def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -253,3 +257,43 @@ def test_unknown_option_and_family_are_refused(checkpoints) -> None:
         load_prm(str(checkpoints["value_head"]), device="cpu", cache_byte=10)
     with pytest.raises(LookupError, match=r"Unknown PRM family 'valu_head'.*Did you mean: value_head"):
         load_prm(str(checkpoints["value_head"]), family="valu_head")
+
+
+def test_exported_value_head_scores_the_same_through_token_classification(tmp_path: Path) -> None:
+    """``prm-plugin export-prm`` output (two-layer head, project layout in prm_config.json)
+    is detected as token_classification and gives the value head's scores."""
+    from tiny import tiny_qwen2_config
+
+    from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
+    from trainers.export import export_token_classification
+
+    tok = train_tokenizer()
+    torch.manual_seed(3)
+    config = ValueHeadPRMConfig(
+        backbone_config=tiny_qwen2_config(len(tok), initializer_range=0.1),
+        head_activation="relu",
+        step_separator="\n\n",
+    )
+    ValueHeadPRM(config).save_pretrained(tmp_path / "vh")
+    tok.save_pretrained(tmp_path / "vh")
+    exported = export_token_classification(str(tmp_path / "vh"), tmp_path / "tc")
+    assert detect_family(str(exported)) == "token_classification"
+    original = load_prm(str(tmp_path / "vh"), device="cpu", cache_bytes=0)
+    converted = load_prm(str(exported), device="cpu", cache_bytes=0)
+    assert converted.step_separator == "\n\n"
+    for a, b in zip(original.score([Q1, Q2]), converted.score([Q1, Q2]), strict=True):
+        assert b.scores == pytest.approx(a.scores, abs=2e-6)
+        assert b.tokens == a.tokens
+    with pytest.raises(ValueError, match="does not match the separator recorded"):
+        load_prm(str(exported), device="cpu", step_separator="\n")
+
+
+def test_scoring_tokenises_with_the_saved_tokenizer_json(checkpoints, prms) -> None:
+    """model_type qwen2 must not swap the trained tokenizer for Qwen2Tokenizer's rules."""
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(checkpoints["trl"] / "tokenizer.json"))
+    q = PRMQuery("Solve for x: 2x + 1 = 5.", ("2x = 4",))
+    segs = prms["trl"].segments(q)
+    assert list(segs[0]) == raw.encode(q.question, add_special_tokens=False).ids
+    assert list(segs[1]) == raw.encode("2x = 4", add_special_tokens=False).ids + raw.encode("\n").ids

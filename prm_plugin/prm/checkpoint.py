@@ -70,8 +70,6 @@ class CheckpointInfo:
 
 def read_checkpoint(path: str, hub_kwargs: Mapping[str, Any] | None = None) -> CheckpointInfo:
     """Read config.json, prm_config.json and the tokenizer of ``path`` (dir or Hub id)."""
-    from transformers import AutoTokenizer
-
     kw = dict(hub_kwargs or {})
     try:
         config_file = _resolve(path, "config.json", kw)
@@ -92,10 +90,32 @@ def read_checkpoint(path: str, hub_kwargs: Mapping[str, Any] | None = None) -> C
         with open(prm_file, encoding="utf-8") as fh:
             prm_config = json.load(fh)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+        tokenizer = load_tokenizer(path, kw)
     except (OSError, ValueError):
         tokenizer = None
     return CheckpointInfo(str(path), config, prm_config, tokenizer, kw)
+
+
+def load_tokenizer(path: str, hub_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """The tokenizer class the checkpoint saved, so scoring tokenises as training did.
+
+    A checkpoint whose ``tokenizer_config.json`` names the generic fast class
+    (``TokenizersBackend`` / ``PreTrainedTokenizerFast``) loads exactly its
+    ``tokenizer.json``: ``AutoTokenizer`` would instead pick the class registered for
+    the config's ``model_type`` (e.g. ``Qwen2Tokenizer`` for ``qwen2``), which rebuilds
+    the pre-tokenizer and can split text differently from the tokenizer trained with.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    kw = dict(hub_kwargs or {})
+    saved_class = None
+    config_file = _resolve(path, "tokenizer_config.json", kw)
+    if config_file is not None:
+        with open(config_file, encoding="utf-8") as fh:
+            saved_class = json.load(fh).get("tokenizer_class")
+    if saved_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return PreTrainedTokenizerFast.from_pretrained(path, **kw)
+    return AutoTokenizer.from_pretrained(path, **kw)
 
 
 def require_tokenizer(info: CheckpointInfo, family: str) -> Any:

@@ -269,10 +269,12 @@ def _prefix_cache(jobs: list[_Job], P: int) -> Any:
     keys = ref.new_zeros(L, len(jobs), H, P, D)
     values = ref.new_zeros(L, len(jobs), H, P, D)
     for b, job in enumerate(jobs):
-        if job.path:
-            p = job.prefix_len
-            keys[:, b, :, P - p:] = torch.cat([n.keys for n in job.path], dim=2)
-            values[:, b, :, P - p:] = torch.cat([n.values for n in job.path], dim=2)
+        start = P - job.prefix_len
+        for node in job.path:  # copy each segment straight into its slot (no temporary)
+            end = start + len(node.key)
+            keys[:, b, :, start:end] = node.keys
+            values[:, b, :, start:end] = node.values
+            start = end
     return DynamicCache([(keys[layer], values[layer]) for layer in range(L)])
 
 

@@ -1,6 +1,6 @@
 """The ``token_classification`` family: a 2-class head at each step's end token.
 
-Two layouts:
+Three layouts:
 
 * **Qwen2.5-Math-PRM** (config ``architectures == ["Qwen2ForProcessRewardModel"]``,
   whose own code is remote — we never run it). The input is the chat template with
@@ -19,6 +19,11 @@ Two layouts:
   warning says so. A checkpoint whose weights hold a two-layer ``score.0`` /
   ``score.2`` head (e.g. a value head exported by ``prm-plugin export-prm``) loads
   with that head; its activation is the config's ``score_activation`` (default relu).
+* **This project's layout** (``prm_plugin.prm.layout``: question + separator, then
+  step + separator) when ``prm_config.json`` says ``"layout": "prm_plugin.prm.layout"``
+  (config ``prm_layout``): value-head checkpoints exported by ``prm-plugin export-prm``,
+  whatever their architecture name. The score is ``softmax(logits)[1]`` at the last
+  separator token, equal to the value head's ``sigmoid`` by construction.
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ from prm_plugin.prm.checkpoint import (
 from prm_plugin.prm.kv_cache import Segment
 from prm_plugin.prm.layout import encode_piece
 from prm_plugin.prm.scorer import StepScorer
+from prm_plugin.prm.value_head import ValueHeadSegmenter
 
 QWEN_ARCH = "Qwen2ForProcessRewardModel"
 QWEN_STEP_TOKEN = "<extra_0>"
 QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 TRL_DEFAULT_SEPARATOR = "\n"
+PROJECT_LAYOUT = "prm_plugin.prm.layout"
 _MARKER = "\u2063PRM_STEPS\u2063"
 
 
@@ -116,7 +123,7 @@ class TokenClassificationFamily:
     @staticmethod
     def detect(info: CheckpointInfo) -> bool:
         archs = info.architectures
-        if QWEN_ARCH in archs:
+        if QWEN_ARCH in archs or info.prm_config.get("family") == TokenClassificationFamily.name:
             return True
         return any(a.endswith("ForTokenClassification") for a in archs) and _num_labels(info.config) == 2
 
@@ -145,17 +152,9 @@ class TokenClassificationFamily:
                 "reads 2-label heads (label 1 = correct step)."
             )
         dev = resolve_device(device)
+        segmenter, separator = _segmenter(info, tokenizer, step_separator, own.get("system_prompt"))
         torch_dtype = resolve_dtype(dtype, dev)
-        if QWEN_ARCH in info.architectures:
-            segmenter: Any = _qwen_segmenter(info, tokenizer, step_separator, own.get("system_prompt"))
-            separator = QWEN_STEP_TOKEN
-            model = _load_two_layer(info, torch_dtype)
-        else:
-            separator = _trl_separator(info, step_separator)
-            segmenter = TRLSegmenter(tokenizer, separator)
-            if not segmenter.separator_ids:
-                raise ValueError(f"The step separator {separator!r} encodes to no tokens with this tokenizer.")
-            model = _load_trl(info, torch_dtype)
+        model = _load_two_layer(info, torch_dtype) if QWEN_ARCH in info.architectures else _load_trl(info, torch_dtype)
         place(model, dev)
         score = cast(nn.Module, getattr(model, "score", None) or model.classifier)
 
@@ -172,6 +171,28 @@ class TokenClassificationFamily:
             name=f"token_classification PRM {path}",
             **scorer_opts,
         )
+
+
+def _segmenter(info: CheckpointInfo, tokenizer: Any, override: str | None,
+               system: str | None) -> tuple[Any, str]:
+    """The layout the checkpoint declares (prm_config ``layout``) or implies (architecture)."""
+    layout_name = info.prm_config.get("layout", info.config.get("prm_layout"))
+    if layout_name not in (None, PROJECT_LAYOUT):
+        raise ValueError(
+            f"{info.path!r} names the layout {layout_name!r}, which this family does not know. Known: "
+            f"{PROJECT_LAYOUT!r}, or none (Qwen2.5-Math-PRM / TRL layouts, chosen by architecture)."
+        )
+    if layout_name is None and QWEN_ARCH in info.architectures:
+        return _qwen_segmenter(info, tokenizer, override, system), QWEN_STEP_TOKEN
+    if layout_name == PROJECT_LAYOUT:
+        separator = _recorded_separator(info, override)
+        segmenter: Any = ValueHeadSegmenter(tokenizer, separator)
+    else:
+        separator = _trl_separator(info, override)
+        segmenter = TRLSegmenter(tokenizer, separator)
+    if not encode_piece(tokenizer, separator):
+        raise ValueError(f"The step separator {separator!r} encodes to no tokens with this tokenizer.")
+    return segmenter, separator
 
 
 def _qwen_segmenter(info: CheckpointInfo, tokenizer: Any, override: str | None,
@@ -193,7 +214,8 @@ def _qwen_segmenter(info: CheckpointInfo, tokenizer: Any, override: str | None,
     return QwenPRMSegmenter(tokenizer, ids[0], system or QWEN_SYSTEM)
 
 
-def _trl_separator(info: CheckpointInfo, override: str | None) -> str:
+def _recorded_separator(info: CheckpointInfo, override: str | None) -> Any:
+    """The checkpoint's separator (None if unrecorded); an override must agree with it."""
     saved = info.setting("step_separator")
     if saved is not None and override is not None and saved != override:
         raise ValueError(
@@ -201,6 +223,13 @@ def _trl_separator(info: CheckpointInfo, override: str | None) -> str:
             f"({saved!r}). Drop the override, or fix prm_config.json if the record is wrong."
         )
     separator = override if override is not None else saved
+    if separator is None and info.prm_config.get("layout") == PROJECT_LAYOUT:
+        raise ValueError(f"{info.path!r} uses the {PROJECT_LAYOUT} layout but records no step_separator.")
+    return separator
+
+
+def _trl_separator(info: CheckpointInfo, override: str | None) -> str:
+    separator = _recorded_separator(info, override)
     if separator is None:
         warnings.warn(
             f"{info.path!r} records no step separator (prm_config.json or config 'step_separator'); "
