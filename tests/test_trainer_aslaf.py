@@ -131,3 +131,35 @@ def test_contract_and_input_errors(annotators) -> None:
     with pytest.raises(ValueError, match="labels must be 'soft' or 'hard'"):
         ConsensusConfig(labels="medium")
     assert first_error([0.5, 0.0, 1.0], 0.0) == 1
+
+
+class CodeAnnotator:
+    """Finishes any prefix with a program; a prefix that chose to subtract never recovers."""
+
+    name = "coder"
+
+    def propose(self, prefixes, *, n, stop, final_stop=(), max_tokens, temperature, top_p=1.0, seed=None):
+        out = []
+        for prefix in prefixes:
+            op = "-" if "subtract" in prefix else "*"
+            code = f"```python\nx = int(input())\nprint(x {op} 2)\n```"
+            out.append(PrefixProposals(tuple(Proposal(code, 9, "eos") for _ in range(n)), prefill_tokens=1))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+
+def test_code_rows_are_labelled_by_running_tests_in_the_sandbox() -> None:
+    from trainers.aslaf import code_checker
+
+    rows = [
+        {"prompt": "Double a number.", "completions": ["Read x.", "Multiply it by 2."],
+         "tests": [["3\n", "6\n"], ["5\n", "10\n"]]},
+        {"prompt": "Double a number.", "completions": ["Read x.", "Then subtract 2."],
+         "tests": [["3\n", "6\n"]]},
+    ]
+    cfg = ConsensusConfig(k=1, answer_key="tests", label_last_step_by_answer=False)
+    kept, report = label_and_filter(rows, [CodeAnnotator()], config=cfg, checker=code_checker("stdio"))
+    assert [r["labels"] for r in kept] == [[1.0, 1.0], [1.0, 0.0]]
+    assert report.kept == 2

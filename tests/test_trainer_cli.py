@@ -137,3 +137,29 @@ def test_export_refuses_heads_it_cannot_map_exactly(tmp_path: Path, kwargs: dict
     assert cli_main(["export-prm", str(ckpt), "--output", str(tmp_path / "out2")]) == 2
     assert message.split(";")[0] in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_build_datasets_from_sources_trl_mixture_and_eval_split(tmp_path: Path) -> None:
+    from trl import DatasetMixtureConfig
+
+    from trainers.cli import PRMDataArguments, build_datasets
+
+    fixtures = REPO / "tests" / "fixtures"
+    data = PRMDataArguments(
+        sources=[{"format": "prm800k", "path": str(fixtures / "prm800k_phase2_train.jsonl")},
+                 {"format": "math_shepherd", "path": str(fixtures / "math_shepherd.jsonl")}],
+        eval_sources=[{"format": "prm800k", "path": str(fixtures / "prm800k_phase1_train.jsonl")}],
+    )
+    train, evaluation = build_datasets(data, DatasetMixtureConfig(), "\n\n")
+    assert sorted(set(train["source"])) == ["math_shepherd", "prm800k"] and len(train) == 6
+    assert len(evaluation) == 2 and set(evaluation["source"]) == {"prm800k"}
+    # TRL's own mixture config, for datasets already in the stepwise format
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Q{i}", "completions": ["a"], "labels": [True]}) + "\n"
+                            for i in range(10)))
+    mixture = DatasetMixtureConfig(datasets=[{"path": "json", "data_files": str(rows)}])
+    train, evaluation = build_datasets(PRMDataArguments(eval_split_size=0.3), mixture, "\n\n")
+    assert (len(train), len(evaluation)) == (7, 3)
+    assert set(train["prompt"]).isdisjoint(evaluation["prompt"])
+    with pytest.raises(ValueError, match=r"got \['sources', 'datasets'\]"):
+        build_datasets(PRMDataArguments(sources=data.sources), mixture, "\n\n")

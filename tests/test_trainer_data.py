@@ -156,3 +156,11 @@ def test_load_mixture_from_recipe_specs(tmp_path: Path) -> None:
         SourceSpec.from_dict({"format": "prm800k", "path": "x", "wieght": 1})
     with pytest.raises(ValueError, match="Unknown source format 'prm8k'"):
         SourceSpec.from_dict({"format": "prm8k", "path": "x"})
+
+
+def test_loaders_read_dataset_directories_through_datasets(tmp_path: Path) -> None:
+    # a directory goes through datasets.load_dataset, as a Hub id does
+    (tmp_path / "shepherd").mkdir()
+    (tmp_path / "shepherd" / "train.jsonl").write_text(SHEPHERD.read_text())
+    ds = load_math_shepherd(str(tmp_path / "shepherd"))
+    assert len(ds) == 4 and ds[0]["labels"] == [1.0, 1.0, 1.0]

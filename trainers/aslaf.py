@@ -26,16 +26,38 @@ from prm_plugin.policy.base import Policy
 
 logger = logging.getLogger(__name__)
 
-#: ``checker(solution_text, reference_answer) -> bool``
-Checker = Callable[[str, str], bool]
+#: ``checker(solution_text, reference) -> bool``; ``reference`` is the row's answer field
+#: (a string for math, the tests for code).
+Checker = Callable[[str, Any], bool]
 
 
-def math_checker(solution: str, reference: str) -> bool:
+def math_checker(solution: str, reference: Any) -> bool:
     """The solution's final answer (``\\boxed{}`` or last expression) is equivalent to
     ``reference`` under math-verify (``prm_plugin.answers.MathAnswerKey``)."""
     from prm_plugin.answers import MathAnswerKey
 
-    return MathAnswerKey.equivalent(MathAnswerKey.extract(solution), reference)
+    return MathAnswerKey.equivalent(MathAnswerKey.extract(solution), str(reference))
+
+
+def code_checker(
+    kind: str = "stdio", entry_point: str | None = None, timeout_per_test_s: float = 5.0
+) -> Checker:
+    """A checker that runs the solution's last Python block on the row's tests in the
+    sandbox (``prm_plugin.sandbox.check_solution``): ``stdio`` tests are
+    ``(input, output)`` pairs, ``functional`` tests ``(args, expected)`` for
+    ``entry_point``."""
+
+    def check(solution: str, tests: Any) -> bool:
+        from prm_plugin.answers import extract_code
+        from prm_plugin.sandbox import check_solution
+
+        # JSON rows hold pairs as lists; the sandbox takes them as tuples
+        cases = [tuple(t) if isinstance(t, list) else t for t in tests]
+        verdict = check_solution(extract_code(solution), cases, kind=kind,  # type: ignore[arg-type]
+                                 entry_point=entry_point, timeout_per_test_s=timeout_per_test_s)
+        return bool(verdict.passed)
+
+    return check
 
 
 @dataclass
@@ -166,11 +188,11 @@ def _label_batch(
                              f"prefixes (expected {cfg.k} proposals each); it breaks the policy contract.")
         for (r, i), group in zip(jobs, groups, strict=True):
             done = sep.join(batch[r]["completions"][: i + 1]) + sep
-            ref = str(batch[r][cfg.answer_key])
+            ref = batch[r][cfg.answer_key]
             out[r][a][i] = sum(checker(done + p.text, ref) for p in group) / cfg.k
     if cfg.label_last_step_by_answer:
         for r, row in enumerate(batch):
-            own = float(checker(sep.join(row["completions"]), str(row[cfg.answer_key])))
+            own = float(checker(sep.join(row["completions"]), row[cfg.answer_key]))
             for a in range(len(annotators)):
                 out[r][a][-1] = own
     return out
