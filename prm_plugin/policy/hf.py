@@ -76,12 +76,14 @@ class HFPolicy:
         prefix_cache_bytes: int | None = None,
         add_bos: bool | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 (rows decoded together), got {batch_size}.")
-        if prefix_cache_bytes is not None and prefix_cache_bytes < 0:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1 (rows decoded together), got {batch_size!r}.")
+        if prefix_cache_bytes is not None and (
+            isinstance(prefix_cache_bytes, bool) or not isinstance(prefix_cache_bytes, int) or prefix_cache_bytes < 0
+        ):
             raise ValueError(
                 f"prefix_cache_bytes must be >= 0 (0 disables reuse) or None (automatic), "
-                f"got {prefix_cache_bytes}."
+                f"got {prefix_cache_bytes!r}."
             )
         self.model = model.eval()
         self.tokenizer = tokenizer
