@@ -204,7 +204,7 @@ class PRMGuidedLM(LM):
         records = []
         for job, result in zip(batch, results, strict=True):
             text = postprocess_generated_text(result.text, job.problem.stop, None)
-            records.append({"text": text, "seconds": seconds, "result": result.to_json(),
+            records.append({"text": text, "seconds": seconds, "result": result.to_json(), "uid": job.problem.uid,
                             "question": job.problem.question, "domain": job.problem.domain})
         if self.store is not None:
             self.store.put_many([(j.key, r) for j, r in zip(batch, records, strict=True)])
