@@ -163,3 +163,8 @@ def test_build_datasets_from_sources_trl_mixture_and_eval_split(tmp_path: Path) 
     assert set(train["prompt"]).isdisjoint(evaluation["prompt"])
     with pytest.raises(ValueError, match=r"got \['sources', 'datasets'\]"):
         build_datasets(PRMDataArguments(sources=data.sources), mixture, "\n\n")
+    # on a command line a source is a JSON object string
+    flag = json.dumps({"format": "math_shepherd", "path": str(fixtures / "math_shepherd.jsonl")})
+    assert len(build_datasets(PRMDataArguments(sources=[flag]), DatasetMixtureConfig(), "\n\n")[0]) == 4
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        build_datasets(PRMDataArguments(sources=["math_shepherd"]), DatasetMixtureConfig(), "\n\n")

@@ -10,6 +10,7 @@ already stepwise). See ``examples/training/`` for recipes.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -52,9 +53,27 @@ class PRMDataArguments:
     )
 
 
+def _specs(items: list[Any]) -> list[Any]:
+    """Source specs from YAML mappings or, on a command line, JSON object strings."""
+    from trainers.data import SourceSpec
+
+    specs = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item = json.loads(item)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"A source given on the command line must be a JSON object, e.g. "
+                                 f"'{{\"format\": \"prm800k\", \"path\": \"train.jsonl\"}}'; got {item!r}.") from exc
+        if not isinstance(item, dict):
+            raise ValueError(f"Each source must be a mapping with 'format' and 'path'; got {item!r}.")
+        specs.append(SourceSpec.from_dict(item))
+    return specs
+
+
 def build_datasets(data: PRMDataArguments, mixture: Any, step_separator: str) -> tuple[Any, Any]:
     """The training and (optional) evaluation datasets described by the arguments."""
-    from trainers.data import SourceSpec, load_mixture, load_stepwise
+    from trainers.data import load_mixture, load_stepwise
 
     given = [n for n, v in (("sources", data.sources), ("dataset_name", data.dataset_name),
                             ("datasets", getattr(mixture, "datasets", None))) if v]
@@ -65,7 +84,7 @@ def build_datasets(data: PRMDataArguments, mixture: Any, step_separator: str) ->
         )
     evaluation = None
     if data.sources:
-        train = load_mixture([SourceSpec.from_dict(s) for s in data.sources], size=data.mixture_size,
+        train = load_mixture(_specs(data.sources), size=data.mixture_size,
                              seed=data.mixture_seed, oversample=data.oversample, step_separator=step_separator)
     elif data.dataset_name:
         train = load_stepwise(data.dataset_name, split=data.dataset_train_split, name=data.dataset_config,
@@ -76,7 +95,7 @@ def build_datasets(data: PRMDataArguments, mixture: Any, step_separator: str) ->
         loaded = get_dataset(mixture)
         train, evaluation = loaded["train"], loaded.get("test")
     if data.eval_sources:
-        evaluation = load_mixture([SourceSpec.from_dict(s) for s in data.eval_sources],
+        evaluation = load_mixture(_specs(data.eval_sources),
                                   seed=data.mixture_seed, step_separator=step_separator)
     elif data.eval_split_size:
         size = data.eval_split_size
