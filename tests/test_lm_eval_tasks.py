@@ -185,3 +185,23 @@ def test_all_tasks_score_right_answers_through_the_evaluator(fixture_data):
     assert res["math500_prm"]["math_verify,none"] == 1.0 and res["math500_prm"]["exact_match,none"] == 1.0
     assert res["humaneval_plus_prm"]["pass@1,none"] == 1.0
     assert res["livecodebench_prm"]["pass@1,none"] == 1.0
+
+
+# -- the synthetic world ---------------------------------------------------------------------
+@pytest.mark.parametrize(("task", "domain", "world_domain"), [("arith_prm", "math", "arith"),
+                                                               ("codelike_prm", "code", "codelike")])
+def test_world_tasks_grade_by_the_worlds_ground_truth(tmp_path, monkeypatch, task, domain, world_domain):
+    from prm_plugin.world import make_set
+
+    rows = [p.to_json() for p in make_set(world_domain, 3, seed=7)]
+    data = tmp_path / f"{task}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv(f"PRM_PLUGIN_DATA_{task.upper()}", str(data))
+    t = _manager().load([task])["tasks"][task]
+    docs = list(t.test_docs())
+    assert docs[0]["prm_question"] == rows[0]["question"] and docs[0]["prm_domain"] == domain
+    assert t.doc_to_text(docs[0]) == rows[0]["question"]
+    right = "\n\n".join(docs[0]["steps"])
+    wrong = right.replace(f"{{{rows[0]['answer']}}}", f"{{{int(rows[0]['answer']) + 1}}}")
+    assert t.process_results(docs[0], [right]) == {"acc": 1.0}
+    assert t.process_results(docs[0], [wrong]) == {"acc": 0.0}

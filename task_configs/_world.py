@@ -1,0 +1,38 @@
+"""The synthetic world's tasks (arith_prm, codelike_prm): the shipped problem sets of
+``prm_plugin.world``, graded by the world's own ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from task_configs import _data
+
+
+def load(task: str, world_set: str, metadata: Mapping[str, Any]) -> Any:
+    """The shipped set ``world_set`` (or a local override) as a DatasetDict."""
+
+    def shipped() -> Any:
+        import datasets
+
+        from prm_plugin import world
+
+        path = world.paths()[world_set]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{task}: the world's problem set {path} is missing; rebuild the world "
+                f"(`prm-plugin world build`) or set {_data.ENV_PREFIX}{task.upper()} to a JSONL file."
+            )
+        return datasets.load_dataset("json", data_files={"test": str(path)})
+
+    return _data.load(task, metadata, shipped)
+
+
+def process_docs(dataset: Any, domain: str) -> Any:
+    return dataset.map(lambda doc: {"prm_question": doc["question"], "prm_domain": domain})
+
+
+def score(doc: dict[str, Any], completion: str) -> dict[str, float]:
+    from prm_plugin.world import Problem, is_correct
+
+    return {"acc": float(is_correct(Problem.from_json(doc), completion))}

@@ -1,0 +1,21 @@
+"""codelike_prm: the world's codelike_test set, PRM fields and accuracy (see the YAML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from task_configs import _world
+
+TASK = "codelike_prm"
+
+
+def load_dataset(**metadata: Any) -> Any:
+    return _world.load(TASK, "codelike_test", metadata)
+
+
+def process_docs(dataset: Any) -> Any:
+    return _world.process_docs(dataset, "code")
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
+    return _world.score(doc, results[0])
