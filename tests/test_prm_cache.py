@@ -170,3 +170,16 @@ def test_zero_budget_turns_the_cache_off(paths) -> None:
     q = PRMQuery(QUESTION_A, STEPS[:2])
     assert prm.cache is None
     assert [r.tokens for r in prm.score([q, q])] == [prm.count_tokens(q)] * 2
+
+
+@pytest.mark.requires_gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bfloat16_cached_scores_match_full_recomputation(paths) -> None:
+    """Runs only where a GPU exists: defaults pick CUDA + bfloat16; the KV cache lives there."""
+    prm = load_prm(str(paths["qwen"]), batch_size=4)
+    ref = load_prm(str(paths["qwen"]), cache_bytes=0)
+    assert prm.device.type == "cuda" and next(prm.backbone.parameters()).dtype == torch.bfloat16
+    for queries in _beam_like_workload(seed=3):
+        for g, r in zip(prm.score(queries), ref.score(queries), strict=True):
+            assert g.scores == pytest.approx(r.scores, abs=2e-2)  # bfloat16 rounding
+    assert prm.cache.nbytes > 0 and prm.tokens_run < ref.tokens_run

@@ -30,12 +30,13 @@ from prm_plugin.prm.base import RewardModel
 from prm_plugin.prm.load import detect_family, load_prm
 from prm_plugin.search import PRMQuery
 
-FAMILIES = ("value_head", "qwen", "trl", "math_shepherd")
+FAMILIES = ("value_head", "qwen", "trl", "math_shepherd", "rlhflow")
 FAMILY_NAME = {
     "value_head": "value_head",
     "qwen": "token_classification",
     "trl": "token_classification",
     "math_shepherd": "lm_head",
+    "rlhflow": "lm_head",
 }
 
 Q1 = PRMQuery("What is 3 + 4, times 2?", ("Step 1: 3 + 4 = 7", "Step 2: 7 * 2 = 14", "The answer is \\boxed{14}"))
@@ -55,6 +56,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "qwen": build_qwen_math_prm(root / "qwen"),
         "trl": build_token_classification_prm(root / "trl", step_separator="\n"),
         "math_shepherd": build_math_shepherd_prm(root / "math_shepherd"),
+        # A causal LM with a chat template, found as RLHFlow-format by its name.
+        "rlhflow": build_math_shepherd_prm(root / "rlhflow_prm", seed=1),
     }
 
 
@@ -138,11 +141,30 @@ def _reference_math_shepherd(path: Path, q: PRMQuery) -> tuple[list[float], int]
     return torch.softmax(logits, -1)[where, 0].tolist(), ids.shape[1]
 
 
+def _reference_rlhflow(path: Path, q: PRMQuery) -> tuple[list[float], int]:
+    """RLHFlow's recipe: one user turn per step (the first prefixed by the question),
+    assistant "+" after each; P(+) vs P(-) where the logits predict each answer."""
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    conversation = []
+    for k, step in enumerate(q.steps):
+        conversation.append({"role": "user", "content": f"{q.question} {step}" if k == 0 else step})
+        conversation.append({"role": "assistant", "content": "+"})
+    ids = tok.encode(tok.apply_chat_template(conversation, tokenize=False))
+    header = tok.encode("<|im_start|>assistant\n")
+    where = [i for i in range(len(ids)) if ids[i - len(header) + 1: i + 1] == header]
+    good, bad = tok.encode("+"), tok.encode("-")
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0][:, good + bad]
+    return torch.softmax(logits, -1)[where, 0].tolist(), where[-1] + 1
+
+
 REFERENCES = {
     "value_head": _reference_value_head,
     "qwen": _reference_qwen,
     "trl": _reference_trl,
     "math_shepherd": _reference_math_shepherd,
+    "rlhflow": _reference_rlhflow,
 }
 
 
@@ -244,6 +266,15 @@ def test_lm_head_tag_and_labels_must_be_single_tokens(checkpoints, tmp_path: Pat
         load_prm(str(checkpoints["math_shepherd"]), device="cpu", good_token="+++ok")
 
 
+def test_a_plain_lm_with_the_tag_in_its_vocabulary_is_not_taken_for_a_prm(tmp_path: Path) -> None:
+    plain = build_math_shepherd_prm(tmp_path / "chat_model")  # same weights, no PRM name or prm_config
+    with pytest.raises(ValueError, match="No PRM family recognises"):
+        load_prm(str(plain), device="cpu")
+    assert load_prm(str(plain), family="lm_head", device="cpu").step_separator == " ки\n"
+    (plain / "prm_config.json").write_text(json.dumps({"family": "lm_head"}))
+    assert detect_family(str(plain)) == "lm_head"
+
+
 def test_undetectable_checkpoint_lists_the_families(tmp_path: Path) -> None:
     plain = build_causal_lm(tmp_path / "plain_lm")
     with pytest.raises(ValueError, match=r"No PRM family recognises.*lm_head, token_classification, value_head.*family="):
@@ -297,3 +328,16 @@ def test_scoring_tokenises_with_the_saved_tokenizer_json(checkpoints, prms) -> N
     segs = prms["trl"].segments(q)
     assert list(segs[0]) == raw.encode(q.question, add_special_tokens=False).ids
     assert list(segs[1]) == raw.encode("2x = 4", add_special_tokens=False).ids + raw.encode("\n").ids
+
+
+def test_rlhflow_format_is_chosen_and_checked(checkpoints) -> None:
+    path = str(checkpoints["rlhflow"])
+    prm = load_prm(path, device="cpu")
+    assert prm.step_separator == "<|im_end|>\n<|im_start|>assistant\n"  # user turn end + answer header
+    with pytest.raises(ValueError, match="each step in its own chat turn; drop step_separator"):
+        load_prm(path, device="cpu", step_separator="\n")
+    with pytest.raises(ValueError, match=r"Unknown lm_head format 'shepherd'.*math_shepherd, rlhflow"):
+        load_prm(path, device="cpu", format="shepherd")
+    # The same checkpoint read as Math-Shepherd gives other scores: the layout matters.
+    ms = load_prm(path, device="cpu", format="math_shepherd")
+    assert ms.score([Q1])[0].scores != pytest.approx(prm.score([Q1])[0].scores, abs=1e-4)

@@ -41,6 +41,24 @@ def encode_piece(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
+def encode_after(tokenizer: Any, anchor: str, text: str) -> list[int]:
+    """Ids of ``text`` as tokenised right after ``anchor`` (no special tokens).
+
+    Falls back to tokenising ``text`` alone when the boundary merges across the anchor.
+
+    >>> class CharTok:
+    ...     def __call__(self, text, add_special_tokens=False):
+    ...         return {"input_ids": [ord(c) for c in text]}
+    >>> encode_after(CharTok(), "x", " ab")
+    [32, 97, 98]
+    """
+    head = encode_piece(tokenizer, anchor)
+    full = encode_piece(tokenizer, anchor + text)
+    if full[: len(head)] == head:
+        return full[len(head):]
+    return encode_piece(tokenizer, text)
+
+
 def question_ids(tokenizer: Any, question: str, separator: str) -> list[int]:
     """The question segment: optional BOS, the question, then the separator."""
     bos = getattr(tokenizer, "bos_token_id", None)

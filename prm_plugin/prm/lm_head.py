@@ -13,6 +13,11 @@ way the real preceding text does, then the anchor's ids are dropped), which is w
 keeps sentencepiece tokenizers (Mistral, Llama) from inventing a word-start marker
 at every piece. Tag and labels can be overridden (``step_tag=``, ``good_token=``,
 ``bad_token=``) or recorded in ``prm_config.json``; each must be a single token.
+
+The RLHFlow chat format (each step a user turn, the assistant answers ``+``/``-``;
+``prm_plugin.prm.chat_steps``) is the same head over another layout: chosen by
+``format="rlhflow"``, ``prm_config.json`` ``{"format": "rlhflow"}``, or a checkpoint
+path containing "rlhflow".
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import torch
 
+from prm_plugin.prm.chat_steps import RLHFlowSegmenter
 from prm_plugin.prm.checkpoint import (
     CheckpointInfo,
     max_positions,
@@ -32,28 +38,11 @@ from prm_plugin.prm.checkpoint import (
     split_options,
 )
 from prm_plugin.prm.kv_cache import Segment
-from prm_plugin.prm.layout import encode_piece
+from prm_plugin.prm.layout import encode_after, encode_piece
 
 STEP_TAG = " ки"
 GOOD_TOKEN, BAD_TOKEN = "+", "-"
-
-
-def encode_after(tokenizer: Any, anchor: str, text: str) -> list[int]:
-    """Ids of ``text`` as tokenised right after ``anchor`` (no special tokens).
-
-    Falls back to tokenising ``text`` alone when the boundary merges across the anchor.
-
-    >>> class CharTok:
-    ...     def __call__(self, text, add_special_tokens=False):
-    ...         return {"input_ids": [ord(c) for c in text]}
-    >>> encode_after(CharTok(), "x", " ab")
-    [32, 97, 98]
-    """
-    head = encode_piece(tokenizer, anchor)
-    full = encode_piece(tokenizer, anchor + text)
-    if full[: len(head)] == head:
-        return full[len(head):]
-    return encode_piece(tokenizer, text)
+FORMATS = ("math_shepherd", "rlhflow")
 
 
 def tag_token_id(tokenizer: Any, tag: str) -> int | None:
@@ -86,7 +75,14 @@ class MathShepherdSegmenter:
 
 
 class LMHeadFamily:
-    """Causal LMs whose vocabulary has the step tag as one token (Math-Shepherd)."""
+    """Causal-LM PRMs that answer ``+`` / ``-`` at a one-token step tag (Math-Shepherd).
+
+    Detection needs the tag to be one token *and* a sign that the LM is a PRM:
+    ``prm_config.json`` naming this family or a ``step_tag``, or a checkpoint name
+    containing "prm" or "shepherd". Large vocabularies (Mistral's, Qwen's) hold ``ки``
+    anyway, so a plain chat model is never taken for a PRM; load one explicitly with
+    ``family="lm_head"``.
+    """
 
     name = "lm_head"
 
@@ -94,8 +90,14 @@ class LMHeadFamily:
     def detect(info: CheckpointInfo) -> bool:
         if not any(a.endswith("ForCausalLM") for a in info.architectures) or info.tokenizer is None:
             return False
+        if _format(info, None) == "rlhflow":
+            return bool(getattr(info.tokenizer, "chat_template", None))
         tag = info.setting("step_tag") or STEP_TAG
-        return tag_token_id(info.tokenizer, tag) is not None
+        if tag_token_id(info.tokenizer, tag) is None:
+            return False
+        declared = info.prm_config.get("family") == LMHeadFamily.name or "step_tag" in info.prm_config
+        name = info.path.rstrip("/").rsplit("/", 1)[-1].lower()
+        return declared or "prm" in name or "shepherd" in name
 
     @staticmethod
     def load(
@@ -107,9 +109,9 @@ class LMHeadFamily:
         step_separator: str | None = None,
         **options: Any,
     ) -> Any:
-        """Load a Math-Shepherd-style PRM.
+        """Load a Math-Shepherd-style (or, with ``format="rlhflow"``, RLHFlow) PRM.
 
-        ``step_separator`` (or ``step_tag``) names the tag, default ``" ки"``.
+        ``step_separator`` (or ``step_tag``) names the Math-Shepherd tag, default ``" ки"``.
 
         Raises:
             ValueError: the tag, ``+`` or ``-`` is not a single token, or the tag given
@@ -119,11 +121,21 @@ class LMHeadFamily:
 
         from prm_plugin.prm.scorer import StepScorer
 
-        own_names = ("step_tag", "good_token", "bad_token")
+        own_names = ("step_tag", "good_token", "bad_token", "format")
         scorer_opts, hub, own = split_options(LMHeadFamily.name, options, own_names)
         info = info or read_checkpoint(path, hub)
         tokenizer = require_tokenizer(info, LMHeadFamily.name)
-        tag, good, bad = _check_tokens(info, tokenizer, step_separator, own)
+        good, bad = _label_ids(info, tokenizer, own)
+        segmenter: Any
+        if _format(info, own.get("format")) == "rlhflow":
+            if step_separator is not None or "step_tag" in own:
+                raise ValueError("The RLHFlow format puts each step in its own chat turn; drop step_separator.")
+            segmenter = RLHFlowSegmenter(tokenizer, good)
+            separator = segmenter.turn_end_text
+        else:
+            tag = _check_tag(info, tokenizer, step_separator, own)
+            segmenter = MathShepherdSegmenter(tokenizer, tag, tag_token_id(tokenizer, tag) or 0)
+            separator = tag + "\n"
         dev = resolve_device(device)
         model = AutoModelForCausalLM.from_pretrained(
             info.path, dtype=resolve_dtype(dtype, dev), **info.hub_kwargs
@@ -141,17 +153,25 @@ class LMHeadFamily:
         return StepScorer(
             model.get_decoder(),
             head,
-            MathShepherdSegmenter(tokenizer, tag, tag_token_id(tokenizer, tag) or 0),
-            step_separator=tag + "\n",
+            segmenter,
+            step_separator=separator,
             max_length=max_positions(model.config),
             name=f"lm_head PRM {path}",
             **scorer_opts,
         )
 
 
-def _check_tokens(info: CheckpointInfo, tokenizer: Any, override: str | None,
-                  own: dict[str, Any]) -> tuple[str, int, int]:
-    """The tag and the ids of the good / bad tokens, each checked to be one token."""
+def _format(info: CheckpointInfo, given: str | None) -> str:
+    fmt = given or info.prm_config.get("format")
+    if fmt is None:
+        fmt = "rlhflow" if "rlhflow" in info.path.lower() else "math_shepherd"
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown lm_head format {fmt!r}; use one of: {', '.join(FORMATS)}.")
+    return str(fmt)
+
+
+def _check_tag(info: CheckpointInfo, tokenizer: Any, override: str | None, own: dict[str, Any]) -> str:
+    """The Math-Shepherd step tag, checked to be one token in context."""
     given = own.get("step_tag", override)
     saved = info.setting("step_tag")
     if given is not None and saved is not None and given != saved:
@@ -167,6 +187,11 @@ def _check_tokens(info: CheckpointInfo, tokenizer: Any, override: str | None,
             f"{len(found)} tokens {tokenizer.convert_ids_to_tokens(found)}. Use the PRM's own tokenizer, "
             "or pass step_tag= with the tag it was trained with."
         )
+    return str(tag)
+
+
+def _label_ids(info: CheckpointInfo, tokenizer: Any, own: dict[str, Any]) -> tuple[int, int]:
+    """Ids of the good / bad label tokens, each checked to be one token."""
     ids = []
     for label, default in (("good_token", GOOD_TOKEN), ("bad_token", BAD_TOKEN)):
         text = own.get(label) or info.setting(label) or default
@@ -180,4 +205,4 @@ def _check_tokens(info: CheckpointInfo, tokenizer: Any, override: str | None,
         ids.append(found[0])
     if ids[0] == ids[1]:
         raise ValueError(f"good_token and bad_token map to the same id {ids[0]}; they must differ.")
-    return tag, ids[0], ids[1]
+    return ids[0], ids[1]
