@@ -89,7 +89,7 @@ class Sandbox:
             if self._zygote is not None:
                 log.warning("sandbox zygote died (exit %s); starting a new one", self._zygote.proc.returncode)
             self._root_dir = self._root_dir or launcher.make_dir("prm-sandbox-root-")
-            sites = launcher.site_dirs() if self.site_packages else []
+            sites = self._sites()
             mounts = launcher.mount_plan(self.python, sites)
             plan = {
                 "root_dir": self._root_dir, "mounts": mounts, "site_dirs": sites,
@@ -115,6 +115,9 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _sites(self) -> list[str]:
+        return launcher.site_dirs() if self.site_packages else []
+
     def _candidates(self) -> list[tuple[str, dict[str, Any]]]:
         full = {"landlock": landlock.abi_version() > 0, "seccomp": seccomp.supported()}
         variants = (["root"] if os.geteuid() == 0 else []) + ["userns"]
@@ -122,12 +125,19 @@ class Sandbox:
         if self.isolation != "basic":
             out += [(v, {**full, "proc": proc}) for v in variants for proc in (True, False)]
         if self.isolation != "full":
-            out.append(("basic", {**full, "proc": False}))
+            hidden = os.geteuid() == 0 and not all(
+                launcher.readable_by_anyone(p) for p in [sys.base_prefix, *self._sites()]
+            )
+            out.append(("basic", {**full, "proc": False, "keep_dac_read": hidden}))
         return out
 
     def _choose_level(self) -> None:
         errors = []
         for variant, layers in self._candidates():
+            if layers.get("keep_dac_read") and not (layers["landlock"] and layers["seccomp"]):
+                errors.append(f"{variant}: the interpreter is unreadable for an unprivileged uid and "
+                              "there is no landlock+seccomp to bound a read capability")
+                continue
             self.variant, self.layers_plan = variant, layers
             if variant == "basic":
                 self.nproc_enforced = self._slots is not None  # root: a private uid per run
@@ -259,6 +269,9 @@ def lost_layers(variant: str, layers: dict[str, Any]) -> list[str]:
         lost.append("seccomp: dangerous syscalls (ptrace, mount, unshare, socket, ...) are not filtered")
     if variant != "basic" and not layers.get("proc"):
         lost.append("/proc inside the sandbox (programs that read /proc/self may behave differently)")
+    if layers.get("keep_dac_read"):
+        lost.append("file permissions: the interpreter is unreadable for an unprivileged uid, so the "
+                    "program keeps CAP_DAC_READ_SEARCH; only landlock limits what it can read")
     if not layers.get("nproc"):
         lost.append("kernel process limit (RLIMIT_NPROC): fork bombs are stopped by the watchdog only")
     return lost

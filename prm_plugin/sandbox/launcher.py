@@ -64,6 +64,22 @@ def site_dirs() -> list[str]:
     return [os.path.realpath(p) for p in site.getsitepackages() if os.path.isdir(p)]
 
 
+def readable_by_anyone(path: str) -> bool:
+    """Whether an ordinary uid can reach and read ``path`` (every parent searchable)."""
+    path = os.path.realpath(path)
+    parts = path.split("/")
+    for i in range(2, len(parts) + 1):
+        current = "/".join(parts[:i]) or "/"
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return False
+        need = 0o005 if current == path else 0o001
+        if mode & need != need:
+            return False
+    return True
+
+
 class ZygoteProcess:
     """One zygote interpreter and the socket its requests go through."""
 

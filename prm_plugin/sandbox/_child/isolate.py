@@ -122,18 +122,29 @@ def set_limits(limits: dict[str, int]) -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
-def drop_privileges(variant: str, uid: int) -> None:
-    """Become an ordinary user with no capabilities and no way to regain any."""
+def drop_privileges(variant: str, uid: int, keep_dac_read: bool = False) -> None:
+    """Become an ordinary user with no capabilities and no way to regain any.
+
+    ``keep_dac_read`` (basic level as root only, when the interpreter lives where an
+    ordinary uid cannot read, e.g. under /root): keep CAP_DAC_READ_SEARCH alone, so the
+    program can import the standard library; landlock then bounds what it can read.
+    """
     if variant == "userns" or os.geteuid() != 0:
         if variant == "userns":
             libc.drop_all_capabilities()
+    elif keep_dac_read:
+        libc.keep_only_capability(libc.CAP_DAC_READ_SEARCH, lambda: _become(uid))
     else:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+        _become(uid)
     # Keep /proc/self readable by the program itself (ptrace is refused by seccomp anyway).
     libc.prctl(libc.PR_SET_DUMPABLE, 1)
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _become(uid: int) -> None:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 
 
 def confine(variant: str, read_only: list[str], workdir: str, layers: dict[str, Any]) -> None:

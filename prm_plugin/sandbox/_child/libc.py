@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from collections.abc import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -151,6 +152,36 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+CAP_DAC_READ_SEARCH = 2
+PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT_RAISE = 2
+
+
+def _capset(caps: int) -> None:
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    data[0].effective = data[0].permitted = data[0].inheritable = caps & 0xFFFFFFFF
+    syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+def keep_only_capability(cap: int, change_uid: Callable[[], None]) -> None:
+    """Run ``change_uid`` (root -> ordinary uid) keeping capability ``cap`` and no other.
+
+    The capability is also made ambient, so programs the sandboxed code executes keep it.
+    """
+    for other in range(64):
+        if other != cap:
+            try:
+                prctl(PR_CAPBSET_DROP, other)
+            except OSError:
+                break
+    prctl(PR_SET_KEEPCAPS, 1)
+    change_uid()
+    _capset(1 << cap)
+    prctl(PR_SET_KEEPCAPS, 0)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
 def drop_all_capabilities() -> None:
     """Empty the bounding, ambient, inheritable, permitted and effective sets.
 
@@ -165,6 +196,4 @@ def drop_all_capabilities() -> None:
         except OSError:
             break  # past CAP_LAST_CAP
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    syscall("capset", ctypes.byref(header), ctypes.byref(data))
+    _capset(0)

@@ -74,29 +74,32 @@ class Zygote:
 
     def spawn(self, req: dict[str, Any], fds: list[int], reply: socket.socket) -> None:
         report_r, report_w = os.pipe()
-        alive_r, alive_w = os.pipe()
+        go_r, go_w = os.pipe()  # the zygote says "go" once C is reaped: C2 is then its child
         pid = os.fork()
         if pid == 0:  # C
             try:
                 os.close(report_r)
+                os.close(go_w)
                 isolate.stage1(req["variant"], req["uid"])
                 c2 = os.fork()
                 if c2 == 0:
                     os.close(report_w)
-                    os.close(alive_w)
-                    _child_main(self.plan, req, fds, alive_r)
+                    _child_main(self.plan, req, fds, go_r)
                 os.write(report_w, json.dumps({"pid": c2}).encode() + b"\n")
                 os._exit(0)
             except BaseException:
                 os.write(report_w, json.dumps({"error": traceback.format_exc()[-3000:]}).encode() + b"\n")
                 os._exit(1)
         os.close(report_w)
-        os.close(alive_r)
-        os.close(alive_w)
+        os.close(go_r)
         report = _read_report(report_r)
         if "pid" in report:
             pidfd = os.pidfd_open(report["pid"])  # before any reaping: the pid cannot be reused yet
             os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                os.write(go_w, b"g")
+        os.close(go_w)
+        if "pid" in report:
             socket.send_fds(reply, [json.dumps(report).encode()], [pidfd])
             os.close(pidfd)
             self.children[report["pid"]] = reply
@@ -158,12 +161,16 @@ def _fork_killer(uid: int) -> int:
     return pid
 
 
-def _child_main(plan: dict[str, Any], req: dict[str, Any], fds: list[int], alive_r: int) -> None:
+def _child_main(plan: dict[str, Any], req: dict[str, Any], fds: list[int], go_r: int) -> None:
     """C2: finish isolation, report the layers in force, hand over to the runner."""
     result_fd = fds[4]
     try:
-        os.read(alive_r, 1)  # EOF once C has exited and we belong to the zygote
-        os.close(alive_r)
+        # Wait until C is reaped. EOF on a pipe C held is not enough: an exiting process closes
+        # its files before it re-parents its children, and a parent-death signal set in
+        # between would fire on C's exit.
+        if os.read(go_r, 1) != b"g":
+            os._exit(124)
+        os.close(go_r)
         _setup_fds(fds)
         result_fd = runner.RESULT_FD
         layers = dict(req["layers"])
@@ -175,7 +182,7 @@ def _child_main(plan: dict[str, Any], req: dict[str, Any], fds: list[int], alive
         else:
             isolate.build_root(plan["root_dir"], plan["mounts"], uid, req["tmp_mb"], layers["proc"])
         isolate.set_limits(req["limits"])
-        isolate.drop_privileges(variant, uid)
+        isolate.drop_privileges(variant, uid, bool(layers.get("keep_dac_read")))
         isolate.confine(variant, plan["read_only"], workdir, layers)
         _reset_interpreter(plan, workdir)
         layers["pid"] = os.getpid()
