@@ -205,3 +205,12 @@ def test_full_level_shows_only_the_planned_file_system(box: Sandbox) -> None:
     planned = launcher.mount_plan(box.python, launcher.site_dirs())
     expected = {m[1].split("/")[1] for m in planned} | {"dev", "etc", "proc", "tmp"}
     assert pid == 1 and set(listing) == expected
+
+
+@pytest.mark.parametrize("level", ["auto", "basic"])
+def test_many_quick_launches_all_succeed(level: str) -> None:
+    # Regression: a sandbox must never be killed by its set-up process's exit (a race
+    # between re-parenting and the parent-death signal once killed ~1 launch in 10).
+    with Sandbox(level) as sandbox:  # type: ignore[arg-type]
+        results = run_many([f"print({i})" for i in range(24)], workers=4, sandbox=sandbox)
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(24)]

@@ -452,3 +452,45 @@ def test_exposed_dir_really_is_exposed(exposed_dir: Path) -> None:
     # Guard for the tests above: without the sandbox, an ordinary user could delete the victim.
     mode = exposed_dir.stat().st_mode
     assert mode & stat.S_IWOTH and (exposed_dir / "victim.txt").stat().st_mode & stat.S_IWOTH
+
+
+# ---- the user-namespace way to the full level ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def userns_box() -> Iterator[Sandbox]:
+    """The full level built inside a user namespace (what non-root users get)."""
+    with Sandbox("full", variants=["userns"]) as sandbox:
+        try:
+            sandbox.start()
+        except Exception as exc:  # noqa: BLE001 - any failure means: not available here
+            pytest.skip(f"user namespaces unavailable: {exc}")
+        yield sandbox
+
+
+def test_userns_level_contains_the_essentials(userns_box: Sandbox, exposed_dir: Path) -> None:
+    victim = exposed_dir / "victim.txt"
+    token = "prmdaemon" + secrets.token_hex(6)
+    code = f"""
+import os
+try:
+    os.remove({str(victim)!r})
+    print('REMOVED')
+except OSError:
+    pass
+caps = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1]
+print(os.getpid(), caps)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv('/bin/sleep', [{token!r}, '600'])
+    os._exit(0)
+os.wait()
+"""
+    res = run_python(code, sandbox=userns_box)
+    assert res.stdout == "1 0000000000000000\n" and victim.read_text() == "original"
+    bomb = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+                      sandbox=userns_box, max_processes=16, **FAST)
+    assert bomb.status in ("timeout", "killed")
+    assert userns_box.layers["variant"] == "userns"
+    assert_contained(userns_box, token)

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from . import launcher
@@ -40,6 +41,9 @@ class Sandbox:
             environment variable ``PRM_PLUGIN_SANDBOX_ISOLATION`` overrides ``"auto"``.
         site_packages: expose this interpreter's site-packages read-only (numpy etc.).
         python: the interpreter to run programs with (default: this one, resolved).
+        variants: how the full level may be built, tried in order: ``"root"`` (namespaces
+            made as root, program under an unused uid) and/or ``"userns"`` (inside a user
+            namespace). Default: both as root, ``userns`` otherwise. Mostly for tests.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class Sandbox:
         *,
         site_packages: bool = True,
         python: str | None = None,
+        variants: Sequence[str] | None = None,
     ) -> None:
         if isolation == "auto":
             isolation = os.environ.get(ISOLATION_ENV, "auto") or "auto"  # type: ignore[assignment]
@@ -56,6 +61,10 @@ class Sandbox:
                 f"isolation must be 'auto', 'full' or 'basic', got {isolation!r} "
                 f"(check {ISOLATION_ENV} if you did not pass it)"
             )
+        allowed = ("root", "userns")
+        if variants is not None and (not variants or any(v not in allowed for v in variants)):
+            raise ValueError(f"variants must be a non-empty list drawn from {allowed}, got {variants!r}")
+        self.variants = list(variants) if variants is not None else None
         self.isolation = isolation
         self.site_packages = site_packages
         self.python = os.path.realpath(python or sys.executable)
@@ -120,7 +129,7 @@ class Sandbox:
 
     def _candidates(self) -> list[tuple[str, dict[str, Any]]]:
         full = {"landlock": landlock.abi_version() > 0, "seccomp": seccomp.supported()}
-        variants = (["root"] if os.geteuid() == 0 else []) + ["userns"]
+        variants = self.variants or (["root"] if os.geteuid() == 0 else []) + ["userns"]
         out = []
         if self.isolation != "basic":
             out += [(v, {**full, "proc": proc}) for v in variants for proc in (True, False)]
