@@ -41,10 +41,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, Qwen2Config
+from transformers import Qwen2Config
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
+from prm_plugin.prm.checkpoint import load_tokenizer
 from prm_plugin.prm.layout import encode_piece
 from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
 
@@ -137,7 +138,7 @@ def export_token_classification(checkpoint: str, output_dir: str | Path) -> Path
     exported.load_state_dict(state, strict=True, assign=True)
     out = Path(output_dir)
     exported.save_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer = load_tokenizer(checkpoint)  # as saved, like the PRM families load it
     tokenizer.save_pretrained(out)
     sep_ids = encode_piece(tokenizer, separator)
     (out / "prm_config.json").write_text(json.dumps({

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
 from trainers.config import PRMConfig, PRMConfigError
@@ -55,6 +55,11 @@ def load_value_head_model(model: str | PreTrainedModel, args: PRMConfig) -> Valu
     )
 
 
+def hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The Hub-location arguments of ``model_init_kwargs`` (also used for the tokenizer)."""
+    return _config_kwargs(kwargs)
+
+
 def _config_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in ("revision", "trust_remote_code", "token", "cache_dir") if k in kwargs}
 
@@ -69,8 +74,16 @@ def _check_separator(checkpoint_sep: str, args_sep: str) -> None:
         )
 
 
-def load_tokenizer(model: str | PreTrainedModel, processing_class: Any | None) -> Any:
-    """The tokenizer to use, with a pad token (EOS when the tokenizer has none)."""
+def load_tokenizer(
+    model: str | PreTrainedModel, processing_class: Any | None, hub_kwargs: dict[str, Any] | None = None
+) -> Any:
+    """The tokenizer to use, with a pad token (EOS when the tokenizer has none).
+
+    Loaded as the checkpoint saved it (``prm_plugin.prm.checkpoint.load_tokenizer``), the
+    way the PRM families load it for scoring, so training and scoring tokenise alike.
+    """
+    from prm_plugin.prm.checkpoint import load_tokenizer as load_saved_tokenizer
+
     tok = processing_class
     if tok is None:
         source = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "")
@@ -79,7 +92,7 @@ def load_tokenizer(model: str | PreTrainedModel, processing_class: Any | None) -
                 "No tokenizer: pass `processing_class=` (the tokenizer) when `model` is a model object "
                 "that was not loaded from a path."
             )
-        tok = AutoTokenizer.from_pretrained(source)
+        tok = load_saved_tokenizer(source, hub_kwargs)
     if tok.pad_token_id is None:
         if tok.eos_token_id is None:
             raise PRMConfigError(

@@ -18,7 +18,13 @@ from transformers import PreTrainedModel, Trainer
 
 from trainers.config import PRMConfig, PRMConfigError
 from trainers.metrics import make_compute_metrics
-from trainers.modeling import apply_peft, disable_dropout, load_tokenizer, load_value_head_model
+from trainers.modeling import (
+    apply_peft,
+    disable_dropout,
+    hub_kwargs,
+    load_tokenizer,
+    load_value_head_model,
+)
 from trainers.tokenize import (
     IGNORE,
     StepwiseCollator,
@@ -90,7 +96,8 @@ class PRMTrainer(Trainer):
                 f"args must be a PRMConfig, got {type(args).__name__}; build one with "
                 "PRMConfig(output_dir=..., **training_arguments)."
             )
-        tokenizer = load_tokenizer(model, processing_class)
+        init_kwargs = args.model_init_kwargs if isinstance(args.model_init_kwargs, dict) else {}
+        tokenizer = load_tokenizer(model, processing_class, hub_kwargs(init_kwargs))
         prm = load_value_head_model(model, args)
         if args.disable_dropout:
             disable_dropout(prm)
