@@ -189,3 +189,16 @@ def test_config_checks_arguments_early(tmp_path, kwargs: dict, message: str) -> 
 
 def test_config_unescapes_separator_typed_on_a_command_line(tmp_path) -> None:
     assert PRMConfig(output_dir=str(tmp_path), step_separator="\\n\\n").step_separator == "\n\n"
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["trainers.tokenize", "trainers.metrics", "trainers.config", "trainers.aslaf", "trainers.toy",
+     "trainers.data._io", "trainers.data.prm800k"],
+)
+def test_docstring_examples_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
