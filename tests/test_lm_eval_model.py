@@ -170,3 +170,20 @@ def test_a_key_the_wrapped_model_rejects_is_explained(add_strategy):
 def test_unknown_policy_name_is_explained(add_strategy):
     with pytest.raises(ValueError, match="neither hf, vllm nor a registered lm-eval model"):
         PRMGuidedLM(policy="no_such_model", strategy=add_strategy())
+
+
+def test_policy_vllm_gets_pretrained_device_dtype_and_policy_kwargs(monkeypatch, add_strategy):
+    from prm_plugin.policy import vllm as vllm_policy
+
+    calls = []
+
+    def fake_from_pretrained(path, **kwargs):
+        calls.append((path, kwargs))
+        return NoCallPolicy()
+
+    monkeypatch.setattr(vllm_policy.VLLMPolicy, "from_pretrained", staticmethod(fake_from_pretrained))
+    lm = PRMGuidedLM(policy="vllm", pretrained="org/model", dtype="bfloat16", strategy=add_strategy(),
+                     **{"policy.gpu_memory_utilization": 0.5, "policy.tensor_parallel_size": 2})
+    assert calls == [("org/model", {"device": None, "dtype": "bfloat16", "gpu_memory_utilization": 0.5,
+                                    "tensor_parallel_size": 2})]
+    assert lm.get_model_info()["prm_guided"]["policy"] == "vllm"

@@ -116,3 +116,24 @@ def test_wrapping_lm_evals_own_hf_model_as_the_policy(models):
     (text,) = lm.generate_until([req])
     summary = lm.costs.summary()["t"]
     assert isinstance(text, str) and summary["mean_policy_generated_tokens"] > 0 and summary["mean_prm_tokens"] > 0
+
+
+def test_apply_chat_template_uses_the_policy_tokenizer(models):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from tiny import CHAT_TEMPLATE
+
+    from prm_plugin.integrations.lm_eval import PRMGuidedLM
+
+    lm = PRMGuidedLM(pretrained=str(models["policy"]), strategy="greedy", device="cpu")
+    assert lm.tokenizer_name == str(models["policy"]).replace("/", "__")
+    assert lm.chat_template(True) == CHAT_TEMPLATE and lm.chat_template(False) is None
+    user = [{"role": "user", "content": "hi"}]
+    assert lm.apply_chat_template(user) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    prefilled = lm.apply_chat_template([*user, {"role": "assistant", "content": "Sure:"}], add_generation_prompt=False)
+    assert prefilled.endswith("<|im_start|>assistant\nSure:")  # gen_prefix continues the assistant turn
+    out = lm_eval.simple_evaluate(model=lm, tasks=["tiny_prm"], apply_chat_template=True, limit=1, log_samples=True,
+                                  task_manager=TaskManager(include_path=TASKS, include_defaults=False),
+                                  bootstrap_iters=0)
+    context = out["samples"]["tiny_prm"][0]["arguments"][0][0]
+    assert context.startswith("<|im_start|>user\nQ: What is 1 + 2?") and context.endswith("<|im_start|>assistant\n")

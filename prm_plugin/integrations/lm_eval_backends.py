@@ -36,7 +36,9 @@ class Backends:
         if self._tokenizer is None:
             source = self.wrapped if self.wrapped is not None else self.policy
             self._tokenizer = getattr(source, "tokenizer", None)
-            if self._tokenizer is None and self.settings.pretrained and self.wrapped is None:
+            # Loading one from the Hub only when it is needed (chat templates), never for
+            # the optional uses (EOS string, lm-eval's tokenizer report).
+            if self._tokenizer is None and required and self.settings.pretrained and self.wrapped is None:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self.settings.pretrained)
@@ -190,9 +192,7 @@ def _vllm_policy(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
         raise ValueError("policy=vllm needs pretrained=<path or Hub id> in model_args.")
     from prm_plugin.policy.vllm import VLLMPolicy
 
-    if settings.dtype is not None:
-        kwargs = {"dtype": settings.dtype, **kwargs}
-    return VLLMPolicy.from_pretrained(settings.pretrained, **kwargs)
+    return VLLMPolicy.from_pretrained(settings.pretrained, device=_device(settings), dtype=settings.dtype, **kwargs)
 
 
 def _lm_eval_model(settings: ModelSettings, passthrough: dict[str, Any]) -> Any:
