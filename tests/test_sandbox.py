@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from prm_plugin.sandbox import (
     Sandbox,
     StdioTest,
     behaviour_signature,
+    behaviour_signatures,
     check_many,
     check_solution,
     launcher,
@@ -178,6 +180,9 @@ def test_behaviour_signature_groups_programs_by_behaviour(box: Sandbox) -> None:
     assert sig("def add(") is None
     crashy = sig("def add(a, b):\n    return 1 / (a - 1) if a == 1 else a + b\n")
     assert crashy is not None and crashy != a
+    batch = behaviour_signatures([ADD, "def add(a, b):\n    return a * b\n", "def add("], inputs,
+                                 entry_point="add", workers=2, sandbox=box)
+    assert batch == [a, c, None]
     io = [behaviour_signature(p, ["3\n", "5\n"], kind="stdio", sandbox=box)
           for p in ("print(int(input()) * 2)", "n = int(input())\nprint(f'{n + n}.0  ')", "print(1)")]
     assert io[0] == io[1] != io[2]
@@ -214,3 +219,21 @@ def test_many_quick_launches_all_succeed(level: str) -> None:
     with Sandbox(level) as sandbox:  # type: ignore[arg-type]
         results = run_many([f"print({i})" for i in range(24)], workers=4, sandbox=sandbox)
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(24)]
+
+
+def test_a_dead_zygote_is_replaced_and_its_runs_reported() -> None:
+    import signal
+    import threading
+    import time
+
+    with Sandbox() as sandbox:
+        first = sandbox.zygote.proc.pid
+        killer = threading.Timer(0.5, lambda: os.kill(first, signal.SIGKILL))
+        killer.start()
+        res = run_python("import time\ntime.sleep(30)", sandbox=sandbox, timeout_s=5)
+        killer.join()
+        # The run's processes die with their zygote; the run says so instead of hanging.
+        assert res.status == "killed" and res.seconds < 10
+        time.sleep(0.1)
+        again = run_python("print('back')", sandbox=sandbox)
+        assert again.stdout == "back\n" and sandbox.zygote.proc.pid != first

@@ -20,7 +20,7 @@ from .model import (
     Verdict,
 )
 from .pool import check_many, run_many
-from .signature import behaviour_signature, canonical, doctest_inputs
+from .signature import behaviour_signature, behaviour_signatures, canonical, doctest_inputs
 
 __all__ = [
     "ExecResult",
@@ -32,6 +32,7 @@ __all__ = [
     "TestResult",
     "Verdict",
     "behaviour_signature",
+    "behaviour_signatures",
     "canonical",
     "check_many",
     "check_solution",

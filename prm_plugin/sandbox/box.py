@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -76,6 +77,7 @@ class Sandbox:
         self.nproc_enforced = False
         self._slots = launcher.uid_slots() if os.geteuid() == 0 else None
         self._root_dir = ""
+        self._finalizer: weakref.finalize | None = None
 
     # ---- life cycle -----------------------------------------------------------------
     @property
@@ -106,17 +108,19 @@ class Sandbox:
                 "env": launcher.CHILD_ENV,
             }
             self._zygote = launcher.ZygoteProcess(self.python, plan)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _release, self._zygote, self._root_dir)
             self._choose_level()
 
     def close(self) -> None:
         """Stop the zygote (killing any sandbox still running) and remove its files."""
         with self._lock:
-            if self._zygote is not None:
-                self._zygote.close()
-                self._zygote = None
-            if self._root_dir:
-                launcher.remove_dir(self._root_dir)
-                self._root_dir = ""
+            if self._finalizer is not None:
+                self._finalizer()  # runs _release once; a garbage-collected Sandbox gets the same
+                self._finalizer = None
+            self._zygote = None
+            self._root_dir = ""
 
     def __enter__(self) -> Sandbox:
         return self
@@ -249,6 +253,11 @@ class Sandbox:
         finally:
             run.close()
         return exec_result(run)
+
+
+def _release(zygote: launcher.ZygoteProcess, root_dir: str) -> None:
+    zygote.close()
+    launcher.remove_dir(root_dir)
 
 
 def make_limits(limits: Limits | None, overrides: dict[str, Any]) -> Limits:

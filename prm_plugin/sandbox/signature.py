@@ -10,8 +10,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -77,6 +79,22 @@ def behaviour_signature(
         return None
     blob = json.dumps(keys, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def behaviour_signatures(programs: Sequence[str], inputs: Sequence[Any], *, workers: int | None = None,
+                         sandbox: Sandbox | None = None, **kwargs: Any) -> list[str | None]:
+    """:func:`behaviour_signature` of many candidate programs on the same inputs, in parallel.
+
+    ``workers`` bounds the sandboxes running at once (default: the CPU count); other
+    keywords go to :func:`behaviour_signature`. Signatures come back in order.
+    """
+    if not programs:
+        return []
+    box = sandbox or default_sandbox()
+    n = max(1, min(len(programs), workers or os.cpu_count() or 1))
+    with ThreadPoolExecutor(n, thread_name_prefix="signature") as pool:
+        futures = [pool.submit(behaviour_signature, p, inputs, sandbox=box, **kwargs) for p in programs]
+        return [f.result() for f in futures]
 
 
 def _error_key(outcome: checks.Outcome) -> list[Any]:
