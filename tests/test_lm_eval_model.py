@@ -187,3 +187,27 @@ def test_policy_vllm_gets_pretrained_device_dtype_and_policy_kwargs(monkeypatch,
     assert calls == [("org/model", {"device": None, "dtype": "bfloat16", "gpu_memory_utilization": 0.5,
                                     "tensor_parallel_size": 2})]
     assert lm.get_model_info()["prm_guided"]["policy"] == "vllm"
+
+
+def test_a_task_stop_that_ends_every_step_is_warned_about(add_strategy, caplog):
+    lm = PRMGuidedLM(policy=NoCallPolicy(), strategy=add_strategy())
+    with caplog.at_level(logging.WARNING):
+        lm.generate_until([_instance("What is 1 + 1?", {"until": ["\n\n"]}, task="gsm_like")])
+    assert "gsm_like: the task stops generation at '\\n\\n'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        lm.generate_until([_instance("What is 1 + 1?", {"until": ["\n\n\n"]}, task="fine")])
+    assert "stops generation" not in caplog.text
+
+
+def test_cuda_device_falls_back_to_cpu_when_absent(monkeypatch, caplog):
+    import torch
+
+    from prm_plugin.integrations.lm_eval_backends import _device
+    from prm_plugin.integrations.lm_eval_config import ModelSettings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        assert _device(ModelSettings(device="cuda:0")) == "cpu"
+    assert "CUDA is not available" in caplog.text
+    assert _device(ModelSettings(device="cpu")) == "cpu" and _device(ModelSettings()) is None

@@ -137,3 +137,11 @@ def test_apply_chat_template_uses_the_policy_tokenizer(models):
                                   bootstrap_iters=0)
     context = out["samples"]["tiny_prm"][0]["arguments"][0][0]
     assert context.startswith("<|im_start|>user\nQ: What is 1 + 2?") and context.endswith("<|im_start|>assistant\n")
+
+
+def test_prm_separator_mismatch_is_an_actionable_error(models):
+    from prm_plugin.integrations.lm_eval import PRMGuidedLM
+
+    with pytest.raises(ValueError, match=r"prm=.*step_separator='\\n' does not match"):
+        PRMGuidedLM(pretrained=str(models["policy"]), prm=str(models["prm"]), prm_step_separator="\\n",
+                    strategy="bon", device="cpu")

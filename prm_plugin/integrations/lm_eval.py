@@ -95,6 +95,7 @@ class PRMGuidedLM(LM):
         self._jobs = JobBuilder(question_field=s.question_field, default_domain=s.domain,
                                 default_max_gen_toks=s.max_gen_toks, eos=self.backends.eos_string())
         self._strategies: dict[tuple[float, float, int], Any] = {}
+        self._warned_stops: set[str] = set()
         if folder is None:
             logger.info("prm_guided: no trace_path given, so no traces, cost file or resume store on disk.")
 
@@ -193,6 +194,7 @@ class PRMGuidedLM(LM):
 
     def _search(self, batch: list[Job]) -> list[dict[str, Any]]:
         strategy = self._strategy_for(*self._sampling(batch[0]))
+        self._check_stops(batch[0], strategy)
         start = time.perf_counter()
         results: list[SearchResult] = strategy.search(
             [j.problem for j in batch], self.backends.policy, self.backends.prm, self.budget)
@@ -209,6 +211,20 @@ class PRMGuidedLM(LM):
         if self.store is not None:
             self.store.put_many([(j.key, r) for j, r in zip(batch, records, strict=True)])
         return [{**r, "resumed": False} for r in records]
+
+    def _check_stops(self, job: Job, strategy: Any) -> None:
+        """Warn once per task when a final stop string cuts every answer at its first step."""
+        from prm_plugin.steps import default_delimiter
+
+        delimiter = getattr(strategy.params, "step_delimiter", None) or default_delimiter(job.problem.domain)
+        clash = [s for s in job.problem.stop if s and s in delimiter]
+        if clash and job.task not in self._warned_stops:
+            self._warned_stops.add(job.task)
+            logger.warning(
+                "%s: the task stops generation at %r, which also ends every step (step delimiter %r), so each "
+                "answer is a single step. Use --gen_kwargs to change `until`, or set step_delimiter=.",
+                job.task, clash[0], delimiter,
+            )
 
     def _report(self, jobs: list[Job], records: Sequence[dict[str, Any] | None]) -> None:
         lines: dict[str, list[dict[str, Any]]] = {}
