@@ -102,28 +102,11 @@ def check_solution(
     base = make_limits(limits, {"timeout_s": float(timeout_per_test_s if single else max(timeout_per_test_s)),  # type: ignore[arg-type]
                                 "memory_mb": memory_mb})
     per_test = checks.per_test_limits(base, None if single else list(timeout_per_test_s), len(tests))  # type: ignore[arg-type]
-    passed: dict[int, bool] = {}
     if kind == "functional":
-        cases = [as_functional(t, i) for i, t in enumerate(tests)]
-        if not entry_point:
-            raise ValueError("functional tests need entry_point= (the function name, e.g. 'has_close_elements')")
-
-        def judge(i: int, out: checks.Outcome) -> bool:
-            passed[i] = out.status == "ok" and functional_equal(out.output, cases[i].expected, cases[i].atol, compare)
-            return fail_fast and not passed[i]
-
-        encoded = [_encode_args(c, i) for i, c in enumerate(cases)]
-        outcomes, error = checks.run_functional(box, program, entry_point, encoded, per_test, base,
-                                                stop=judge, retries=retries)
+        outcomes, error, passed = _grade_functional(box, program, tests, entry_point, per_test, base,
+                                                    compare, fail_fast, retries)
     else:
-        scases = [as_stdio(t, i) for i, t in enumerate(tests)]
-
-        def judge_io(i: int, out: checks.Outcome) -> bool:
-            passed[i] = out.status == "ok" and stdio_equal(out.output, scases[i].output)
-            return fail_fast and not passed[i]
-
-        outcomes, error = checks.run_stdio(box, program, [c.input for c in scases], per_test,
-                                           stop=judge_io, retries=retries), ""
+        outcomes, error, passed = _grade_stdio(box, program, tests, per_test, fail_fast, retries)
     results = [
         TestResult(index=i, status=checks.status_of(o, passed.get(i, False)), output=o.output, error=o.error,
                    cpu_seconds=o.cpu, wall_seconds=o.wall, attempts=o.attempts)
@@ -131,6 +114,40 @@ def check_solution(
     ]
     return Verdict(passed=all(r.passed for r in results), per_test=results, error=error,
                    isolation=box.level, layers=dict(box.layers))
+
+
+Graded = tuple[list[checks.Outcome], str, dict[int, bool]]
+
+
+def _grade_functional(box: Sandbox, program: str, tests: Sequence[Any], entry_point: str | None,
+                      per_test: list[Limits], base: Limits, compare: Compare, fail_fast: bool,
+                      retries: int) -> Graded:
+    cases = [as_functional(t, i) for i, t in enumerate(tests)]
+    if not entry_point:
+        raise ValueError("functional tests need entry_point= (the function name, e.g. 'has_close_elements')")
+    passed: dict[int, bool] = {}
+
+    def judge(i: int, out: checks.Outcome) -> bool:  # compared here, in the parent, as results arrive
+        passed[i] = out.status == "ok" and functional_equal(out.output, cases[i].expected, cases[i].atol, compare)
+        return fail_fast and not passed[i]
+
+    encoded = [_encode_args(c, i) for i, c in enumerate(cases)]
+    outcomes, error = checks.run_functional(box, program, entry_point, encoded, per_test, base,
+                                            stop=judge, retries=retries)
+    return outcomes, error, passed
+
+
+def _grade_stdio(box: Sandbox, program: str, tests: Sequence[Any], per_test: list[Limits],
+                 fail_fast: bool, retries: int) -> Graded:
+    cases = [as_stdio(t, i) for i, t in enumerate(tests)]
+    passed: dict[int, bool] = {}
+
+    def judge(i: int, out: checks.Outcome) -> bool:
+        passed[i] = out.status == "ok" and stdio_equal(out.output, cases[i].output)
+        return fail_fast and not passed[i]
+
+    outcomes = checks.run_stdio(box, program, [c.input for c in cases], per_test, stop=judge, retries=retries)
+    return outcomes, "", passed
 
 
 def _encode_args(case: FunctionalTest, i: int) -> Any:
