@@ -17,6 +17,7 @@ from typing import Any
 from prm_plugin.hookspecs import hookimpl
 from prm_plugin.search import Problem
 
+_FALLBACK_CHARS = 300
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
 
@@ -67,7 +68,8 @@ class MathAnswerKey:
             return boxed
         from math_verify import parse
 
-        parsed = parse(text, parsing_timeout=_timeout())
+        # The answer sits at the end; parsing a long unstructured text is slow (seconds).
+        parsed = parse(text[-_FALLBACK_CHARS:], parsing_timeout=_timeout())
         return str(parsed[1]) if len(parsed) > 1 else None
 
     @staticmethod
