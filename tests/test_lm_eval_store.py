@@ -74,3 +74,16 @@ def test_prompt_hash_is_lm_evals():
     from lm_eval.utils import hash_string
 
     assert prompt_hash("Q: 1+1?\nA:") == hash_string("Q: 1+1?\nA:")
+
+
+def test_a_checkpoint_changed_in_place_changes_its_stamp(tmp_path):
+    import os
+
+    from prm_plugin.integrations.lm_eval_config import checkpoint_stamp
+
+    (tmp_path / "model.safetensors").write_bytes(b"v1")
+    first = checkpoint_stamp(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"v2!")
+    os.utime(tmp_path / "model.safetensors", ns=(1, 1))
+    assert first is not None and checkpoint_stamp(str(tmp_path)) != first
+    assert checkpoint_stamp("org/hub-id") is None and checkpoint_stamp(None) is None

@@ -39,6 +39,7 @@ from prm_plugin.integrations import _lm_eval_hook
 from prm_plugin.integrations.lm_eval_backends import Backends, build_backends
 from prm_plugin.integrations.lm_eval_config import (
     build_strategy_params,
+    checkpoint_stamp,
     fingerprint,
     split_model_args,
 )
@@ -265,6 +266,7 @@ class PRMGuidedLM(LM):
             "device": s.device, "dtype": s.dtype,
             "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
             "wrapped_model_args": split.passthrough,
+            "checkpoints": {"pretrained": checkpoint_stamp(s.pretrained), "prm": checkpoint_stamp(s.prm)},
         }
 
 

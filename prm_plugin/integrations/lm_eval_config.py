@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,18 @@ def fingerprint(parts: Mapping[str, Any]) -> str:
     """A stable hash of everything that can change a search's answer."""
     blob = json.dumps(parts, sort_keys=True, default=repr, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def checkpoint_stamp(path: str | None) -> str | None:
+    """A cheap fingerprint of a local checkpoint folder (file names, sizes, mtimes), so a
+    checkpoint retrained in place never resumes the old one's results. Hub ids: None
+    (their revision, when pinned, is part of the model_args already)."""
+    if not path or not os.path.isdir(path):
+        return None
+    entries = sorted(
+        (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file()
+    )
+    return hashlib.sha256(json.dumps(entries).encode("utf-8")).hexdigest()[:16]
 
 
 def build_strategy_params(params_cls: type, values: Mapping[str, Any]) -> Any:
