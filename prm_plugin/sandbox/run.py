@@ -250,7 +250,10 @@ class Run:
         self._exit_seen = True
         self._exit_t = self._exit_t or time.monotonic()
         if msg:
-            self.exit_status = json.loads(msg).get("status")
+            report = json.loads(msg)
+            self.exit_status = report.get("status")
+            if isinstance(report.get("cpu"), (int, float)):
+                self.cpu_s = max(self.cpu_s, float(report["cpu"]))
 
     def _close_fd(self, fd: int) -> None:
         os.close(fd)
