@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "run lm-eval's CLI with --model prm_guided registered (fallback for the .pth hook)"),
     "task-path": ("prm_plugin.integrations.lm_eval_cli:task_path_main",
                   "print the folder of the shipped lm-eval tasks, for --include_path"),
+    "world": ("prm_plugin.world.build:main", "the synthetic world: `world build` rebuilds it, `world paths` lists it"),
 }
 
 
