@@ -25,7 +25,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "value_head": build_value_head_prm(root / "vh", initializer_range=0.1),
         "qwen": build_qwen_math_prm(root / "qwen"),
-        "math_shepherd": build_math_shepherd_prm(root / "ms"),
+        "math_shepherd": build_math_shepherd_prm(root / "math_shepherd_prm"),
     }
 
 
