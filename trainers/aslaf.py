@@ -111,9 +111,11 @@ class ConsensusReport:
     pairwise_agreement: dict[str, float] = field(default_factory=dict)
     step_agreement_rate: float = 0.0
     dropped_indices: list[int] = field(default_factory=list)
+    #: Every row's soft labels, ``[row][annotator][step]``, kept or dropped (not in to_json).
+    soft_labels: list[list[list[float]]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "soft_labels"}
 
 
 def first_error(soft: Sequence[float], threshold: float) -> int:
@@ -204,7 +206,7 @@ def _filter(
     names: list[str],
     cfg: ConsensusConfig,
 ) -> tuple[list[dict[str, Any]], ConsensusReport]:
-    report = ConsensusReport(annotators=names, total=len(rows))
+    report = ConsensusReport(annotators=names, total=len(rows), soft_labels=soft)
     pair_hits = dict.fromkeys(itertools.combinations(range(len(names)), 2), 0)
     steps_total = steps_agree = 0
     kept_rows = []

@@ -152,18 +152,11 @@ def _label(policy: Any, tokenizer: Any, cfg: BuildConfig, held_out: set[str]) ->
         "single_annotator_on_kept": label_quality(single).to_json(),
         "dropped_first_error_truth": sum(1 for r in dropped if not all(r["true_labels"])),
     }
-    summary["unfiltered"] = _unfiltered_quality(rows, annotators[0], config, answer_checker)
+    # No filter: the first annotator's labels on every solution, from the same rollouts.
+    summary["unfiltered"] = label_quality(
+        [(soft[0], r["true_labels"]) for soft, r in zip(report.soft_labels, rows)]
+    ).to_json()
     return [{k: r[k] for k in ("prompt", "completions", "labels")} for r in kept], summary
-
-
-def _unfiltered_quality(rows: Sequence[dict[str, Any]], annotator: Any, config: Any, checker: Any) -> dict[str, Any]:
-    """One annotator's MC labels on every solution (what training without the filter sees)."""
-    from prm_plugin.world.labels import label_quality
-    from trainers.aslaf import label_and_filter
-
-    labelled, _ = label_and_filter(rows, [annotator], config=config, checker=checker,
-                                   policy_prompt=lambda r: r["policy_prompt"])
-    return label_quality([(k["labels"], r["true_labels"]) for k, r in zip(labelled, rows)]).to_json()
 
 
 def _train_prm(path: Path, policy_path: Path, rows: list[dict[str, Any]], cfg: BuildConfig) -> None:

@@ -45,24 +45,26 @@ class Difficulty:
 
     min_ops: int = 3
     max_ops: int = 5
-    max_operand: int = 99
-    max_value: int = 999
+    max_operand: int = 9
+    max_value: int = 99
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_ops <= self.max_ops <= len(VARS) - 1:
             raise ValueError(
                 f"Need 1 <= min_ops <= max_ops <= {len(VARS) - 1}; got {self.min_ops}, {self.max_ops}."
             )
-        if not 2 <= self.max_operand <= self.max_value:
-            raise ValueError(f"Need 2 <= max_operand <= max_value; got {self.max_operand}, {self.max_value}.")
+        if not 2 <= self.max_operand <= self.max_value or self.max_value < 20:
+            raise ValueError(
+                f"Need 2 <= max_operand <= max_value and max_value >= 20; got {self.max_operand}, {self.max_value}."
+            )
 
 
 @dataclass(frozen=True)
 class ErrorModel:
     """How often the training solutions err (see the module docstring)."""
 
-    hard_threshold: int = 13
-    p_systematic: float = 0.7
+    hard_threshold: int = 14
+    p_systematic: float = 0.6
     p_random: float = 0.03
 
     def __post_init__(self) -> None:
@@ -145,7 +147,7 @@ def sample_problem(rng: random.Random, domain: str, difficulty: Difficulty, uid:
     if domain not in DOMAINS:
         raise ValueError(f"Unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}.")
     n_ops = rng.randint(difficulty.min_ops, difficulty.max_ops)
-    value = rng.randint(10, difficulty.max_operand)
+    value = rng.randint(10, min(99, difficulty.max_value))
     start, ops = value, []
     for _ in range(n_ops):
         b = rng.randint(2, difficulty.max_operand)
