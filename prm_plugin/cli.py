@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "task-path": ("prm_plugin.integrations.lm_eval_cli:task_path_main",
                   "print the folder of the shipped lm-eval tasks, for --include_path"),
     "world": ("prm_plugin.world.build:main", "the synthetic world: `world build` rebuilds it, `world paths` lists it"),
+    "evalplus": ("prm_plugin.integrations.evalplus_cli:main",
+                 "run EvalPlus codegen + evaluation with the prm_guided backend (fallback for the .pth hook)"),
+    "lcb": ("prm_plugin.integrations.lcb_cli:main",
+            "LiveCodeBench code generation with search: outputs in its format, pass@1 from the sandbox"),
 }
 
 

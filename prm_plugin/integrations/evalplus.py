@@ -1,0 +1,230 @@
+"""``evalplus.evaluate ... --backend prm_guided``: reward-guided search as an EvalPlus decoder.
+
+::
+
+    evalplus.evaluate --dataset humaneval --backend prm_guided --greedy \\
+        --model "pretrained=Qwen/Qwen2.5-Coder-7B-Instruct,prm=my/code-prm,strategy=beam,n=16,beam_width=4"
+
+``--model`` carries the plugin's settings in lm-eval's ``model_args`` syntax (the keys of
+``lm_eval --model prm_guided``; a bare model id means ``pretrained=<id>``), so EvalPlus's
+fixed flags stay as they are and the settings are part of EvalPlus's output file name:
+two configurations never resume from each other's samples. EvalPlus's flags keep their
+meaning: ``--greedy`` / ``--n_samples`` set how many final solutions each task gets
+(each one a full search with its own seed), ``--temperature`` is the search's sampling
+temperature unless ``temperature=`` is in ``--model`` (EvalPlus's 0 keeps the strategy's
+default, since a search needs samples), ``--force_base_prompt`` forces direct completion,
+and ``--dtype`` / ``--trust_remote_code`` / ``--attn_implementation`` / ``--tp`` reach the
+policy unless ``--model`` sets them.
+
+Prompting follows EvalPlus's HF/vLLM decoders: a policy whose tokenizer has a chat template
+gets EvalPlus's instruction prompt with the answer pre-filled up to an opening
+```` ```python ```` fence (``make_raw_chat_prompt``), otherwise the task prompt is continued
+directly; EvalPlus's stop strings end a solution. The PRM sees the task prompt as the
+question and the answer split into code-aware steps (``prm_plugin.steps``, domain
+``code``). Search traces and the cost summary go next to EvalPlus's samples file
+(``<samples>.prm_traces.jsonl``, ``<samples>.prm_run.json``) or under ``trace_path=``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from evalplus.provider.base import DecoderBase
+from evalplus.provider.utility import EOS, extra_eos_for_direct_completion, make_raw_chat_prompt
+
+from prm_plugin.integrations.search_session import SearchSession, parse_model_args
+from prm_plugin.search import Problem, SearchResult
+
+logger = logging.getLogger(__name__)
+
+#: ModelSettings keys with no meaning under EvalPlus (it resumes by itself, sends one
+#: task at a time, and every task is code whose question is its prompt).
+UNUSED_KEYS = ("question_field", "domain", "resume", "search_batch_size")
+#: EvalPlus's own default cap on generated tokens (``DecoderBase.max_new_tokens``).
+DEFAULT_MAX_TOKENS = 768
+#: EvalPlus's make_model defaults: only values that differ from these are passed on.
+_EVALPLUS_DEFAULTS = {"dtype": "bfloat16", "trust_remote_code": False, "attn_implementation": "eager", "tp": 1}
+
+
+class PRMGuidedDecoder(DecoderBase):
+    """An EvalPlus decoder whose every solution is the result of a PRM-guided search.
+
+    Args:
+        model: the plugin settings (see the module docstring), or a bare policy model id.
+        dataset: ``humaneval``, ``mbpp`` or ``evalperf`` (picks EvalPlus's stop strings).
+        batch_size: final solutions returned per ``codegen`` call (EvalPlus's ``--bs``).
+        temperature: EvalPlus's ``--temperature``.
+        force_base_prompt: always continue the task prompt (no chat template).
+        instruction_prefix / response_prefix: EvalPlus's chat prompt texts.
+        policy / prm / strategy: objects used instead of the named ones (Python use).
+        Other arguments are ``make_model``'s and reach the policy as described above.
+    """
+
+    is_prm_guided = True
+
+    def __init__(self, model: str, dataset: str, backend: str = "prm_guided", batch_size: int = 1,
+                 temperature: float = 0.0, force_base_prompt: bool = False,
+                 instruction_prefix: str | None = None, response_prefix: str | None = None,
+                 dtype: str = "bfloat16", trust_remote_code: bool = False, tp: int = 1,
+                 base_url: str | None = None, attn_implementation: str = "eager", *,
+                 policy: Any = None, prm: Any = None, strategy: Any = None, **extra: Any) -> None:
+        if extra:
+            logger.warning("prm_guided: EvalPlus passed arguments this backend does not know: %s", sorted(extra))
+        if isinstance(model, str):
+            _check_file_name(model, backend, temperature)
+        args = parse_model_args(model) if isinstance(model, str) else dict(model)
+        max_tokens = int(args.get("max_gen_toks", DEFAULT_MAX_TOKENS))
+        super().__init__(name=str(model), batch_size=batch_size, temperature=temperature,
+                         max_new_tokens=max_tokens, dtype=dtype, trust_remote_code=trust_remote_code,
+                         instruction_prefix=instruction_prefix, response_prefix=response_prefix)
+        _apply_evalplus_flags(args, dtype=dtype, trust_remote_code=trust_remote_code,
+                              attn_implementation=attn_implementation, tp=tp)
+        self.session = SearchSession.build(args, harness="EvalPlus", unused=UNUSED_KEYS,
+                                           policy=policy, prm=prm, strategy=strategy)
+        self.dataset = dataset
+        self.force_base_prompt = force_base_prompt
+        self.tokenizer = self.session.tokenizer()
+        self.skip_special_tokens = True
+        self.eos = list(EOS) + (extra_eos_for_direct_completion(dataset) if self.is_direct_completion()
+                                else ["\n```\n"])
+        self._run: _Run | None = None
+        self._served: Counter[str] = Counter()
+
+    # -- EvalPlus API ------------------------------------------------------------------
+    def is_direct_completion(self) -> bool:
+        return self.force_base_prompt or getattr(self.tokenizer, "chat_template", None) is None
+
+    def codegen(self, prompt: str, do_sample: bool = True, num_samples: int = 200) -> list[str]:
+        """``min(batch_size, num_samples)`` final solutions for one task, one search each."""
+        count = max(1, min(self.batch_size, num_samples))
+        first = self._first_sample(prompt, num_samples)
+        task = self._run.task(prompt) if self._run else {}
+        outputs = []
+        for sample in range(first, first + count):
+            problem = self.problem(prompt, task, sample)
+            start = time.perf_counter()
+            (result,) = self.session.search([problem], sample=sample, temperature=self.temperature)
+            seconds = time.perf_counter() - start
+            text = self.postprocess(result.text)
+            outputs.append(text)
+            self._record(problem, task, sample, text, result, seconds)
+        self._served[prompt] += count
+        return outputs
+
+    # -- pieces ----------------------------------------------------------------------
+    def policy_prompt(self, prompt: str) -> str:
+        """The exact text the policy continues: EvalPlus's chat prompt or the task prompt."""
+        if self.is_direct_completion():
+            return prompt
+        return str(make_raw_chat_prompt(prompt, self.instruction_prefix, self.response_prefix, self.tokenizer))
+
+    def problem(self, prompt: str, task: dict[str, Any], sample: int) -> Problem:
+        task_id = task.get("task_id") or "task-" + hashlib.sha256(prompt.encode()).hexdigest()[:12]
+        return Problem(
+            prompt=self.policy_prompt(prompt), question=prompt.strip(), stop=list(self.eos),
+            max_tokens=self.max_new_tokens, domain="code", uid=f"{task_id}/{sample}",
+            doc={"task_id": task_id, "entry_point": task.get("entry_point"), "prompt": prompt},
+        )
+
+    def postprocess(self, text: str) -> str:
+        """Cut at the first EvalPlus stop string and expand tabs, as its HF decoder does."""
+        cut = min((text.index(s) for s in self.eos if s in text), default=len(text))
+        return text[:cut].replace("\t", "    ")
+
+    def begin_run(self, *, target_path: str, n_samples: int, dataset: str, version: str = "default") -> None:
+        """Called by the patched ``evalplus.codegen.codegen`` before generating."""
+        folder = self.session.settings.trace_path
+        self._run = _Run(target_path, n_samples, dataset, version, Path(folder) if folder else None)
+        self._run.write_config(self.session)
+
+    def end_run(self) -> None:
+        if self._run is not None:
+            self._run.write_config(self.session)
+            if self.session.costs.summary():
+                print(f"\nprm_guided cost summary ({self.session.strategy_name}, n={self.session.budget.n}):\n"
+                      f"{self.session.costs.table()}\n")
+
+    def _first_sample(self, prompt: str, num_samples: int) -> int:
+        # codegen asks for n_samples - (solutions already on disk), so the index is exact
+        # even when EvalPlus resumes; outside codegen, count what this decoder served.
+        if self._run is not None and self._run.n_samples >= num_samples:
+            return self._run.n_samples - num_samples
+        return self._served[prompt]
+
+    def _record(self, problem: Problem, task: dict[str, Any], sample: int, text: str,
+                result: SearchResult, seconds: float) -> None:
+        self.session.costs.add(self.dataset, result.cost.to_json(), seconds, False)
+        if self._run is not None:
+            self._run.append_trace({"task_id": problem.doc and problem.doc["task_id"], "sample": sample,
+                                    "question": problem.question, "solution": text, "seconds": seconds,
+                                    **result.to_json()})
+
+
+class _Run:
+    """One ``codegen`` call's context: its output files and the task lookup."""
+
+    def __init__(self, target_path: str, n_samples: int, dataset: str, version: str,
+                 folder: Path | None) -> None:
+        self.n_samples = int(n_samples)
+        stem = target_path[: -len(".jsonl")] if target_path.endswith(".jsonl") else target_path.rstrip("/")
+        base = folder / Path(stem).name if folder else Path(stem)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        self.traces = Path(f"{base}.prm_traces.jsonl")
+        self.summary = Path(f"{base}.prm_run.json")
+        self._tasks = _task_lookup(dataset, version)
+
+    def task(self, prompt: str) -> dict[str, Any]:
+        return self._tasks.get(prompt.strip(), {})
+
+    def append_trace(self, line: dict[str, Any]) -> None:
+        with self.traces.open("a", encoding="utf-8") as f:  # EvalPlus resumes by appending too
+            f.write(json.dumps(line, ensure_ascii=False, default=repr) + "\n")
+
+    def write_config(self, session: SearchSession) -> None:
+        payload = {"config": session.config, "config_fingerprint": session.fingerprint,
+                   "cost_summary": session.costs.summary()}
+        self.summary.write_text(json.dumps(payload, indent=2, default=repr) + "\n", encoding="utf-8")
+
+
+def _task_lookup(dataset: str, version: str) -> dict[str, dict[str, Any]]:
+    """EvalPlus's tasks by stripped prompt (codegen hands the decoder only the prompt)."""
+    from evalplus.data import get_human_eval_plus, get_mbpp_plus
+
+    loaders = {"humaneval": [get_human_eval_plus], "mbpp": [get_mbpp_plus],
+               "evalperf": [get_human_eval_plus, get_mbpp_plus]}.get(dataset, [])
+    tasks: dict[str, dict[str, Any]] = {}
+    for load in loaders:
+        for task in load(version=version).values():
+            tasks[str(task["prompt"]).strip()] = {"task_id": task["task_id"], "entry_point": task["entry_point"]}
+    return tasks
+
+
+def _check_file_name(model: str, backend: str, temperature: float) -> None:
+    """EvalPlus names its output files after ``--model``; refuse a name the OS would reject
+    before any model is loaded."""
+    name = model.strip("./").replace("/", "--") + f"_{backend}_temp_{temperature}_eval_results.json"
+    if len(name.encode("utf-8")) > 255:
+        raise ValueError(
+            f"EvalPlus names its result files after --model, and this --model gives a {len(name.encode())}-byte "
+            "file name (the limit is 255). Shorten it: use relative paths or short symlinks to the checkpoints, "
+            "and leave defaults out."
+        )
+
+
+def _apply_evalplus_flags(args: dict[str, Any], *, dtype: str, trust_remote_code: bool,
+                          attn_implementation: str, tp: int) -> None:
+    """EvalPlus's model flags, where ``--model`` does not set them itself."""
+    policy = str(args.get("policy", "hf"))
+    args.setdefault("dtype", dtype)
+    if trust_remote_code and policy in ("hf", "vllm"):
+        args.setdefault("policy.trust_remote_code", True)
+    if policy == "hf" and attn_implementation != _EVALPLUS_DEFAULTS["attn_implementation"]:
+        args.setdefault("policy.attn_implementation", attn_implementation)
+    if policy == "vllm" and tp != _EVALPLUS_DEFAULTS["tp"]:
+        args.setdefault("policy.tensor_parallel_size", tp)

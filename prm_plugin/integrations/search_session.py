@@ -1,0 +1,223 @@
+"""One configured search (strategy, budget, policy, PRM) for harnesses other than lm-eval.
+
+EvalPlus and LiveCodeBench runs take the same settings as ``lm_eval --model
+prm_guided --model_args ...`` (see ``lm_eval_config.ModelSettings``): a
+``key=value,key=value`` string whose keys are the model's settings, the strategy's
+parameters, and ``policy.<k>=`` / ``prm.<k>=`` keywords. On top of lm-eval's choices,
+``policy=`` and ``prm=`` also take a Python object spec ``package.module:attr`` (a
+class or factory called with the ``policy.<k>`` / ``prm.<k>`` keywords), for backends
+this package does not ship and for scripted test doubles.
+
+Each final solution a harness asks for is one search whose strategy seed is offset by
+the sample index, so repeated samples of a task are independent draws, not copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prm_plugin.integrations.lm_eval_backends import Backends, build_backends
+from prm_plugin.integrations.lm_eval_config import (
+    build_strategy_params,
+    checkpoint_stamp,
+    fingerprint,
+    own_keys,
+    split_model_args,
+)
+from prm_plugin.integrations.traces import CostSummary
+from prm_plugin.search import Budget, Problem, SearchResult
+
+_OBJECT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: Seed offset between the final samples of one task (as lm-eval repeats use).
+SAMPLE_SEED_STRIDE = 1_000_003
+
+
+def parse_model_args(text: str) -> dict[str, str]:
+    """Parse lm-eval's ``model_args`` syntax; a string without ``=`` names the policy model.
+
+    >>> parse_model_args("pretrained=Qwen/Qwen2.5-Coder-1.5B,prm=my/prm,strategy=beam,n=8")["n"]
+    '8'
+    >>> parse_model_args("Qwen/Qwen2.5-Coder-1.5B")
+    {'pretrained': 'Qwen/Qwen2.5-Coder-1.5B'}
+    """
+    text = text.strip()
+    if not text:
+        return {}
+    if "=" not in text:
+        return {"pretrained": text}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(
+                f"Bad model_args entry {part!r} in {text!r}: expected key=value pairs separated by commas "
+                "(values cannot contain commas)."
+            )
+        if key in out:
+            raise ValueError(f"model_args key {key!r} is given twice in {text!r}.")
+        out[key] = value.strip()
+    return out
+
+
+def is_object_spec(value: Any) -> bool:
+    """Whether ``value`` reads as ``package.module:attr`` (and is not an existing path)."""
+    return isinstance(value, str) and bool(_OBJECT_SPEC.match(value)) and not os.path.exists(value)
+
+
+def load_object(spec: str, kwargs: Mapping[str, Any]) -> Any:
+    """Import ``package.module:attr`` and call it with ``kwargs`` (a class or factory)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"Cannot import {module_name!r} for {spec!r}: {exc}. Is it on PYTHONPATH?") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{module_name!r} has no attribute {attr!r} (from {spec!r}).")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is not callable; give a class or a factory function.")
+    return obj(**kwargs)
+
+
+@dataclass
+class SearchSession:
+    """A strategy, budget, policy and PRM, ready to solve problems."""
+
+    strategy: Any
+    budget: Budget
+    backends: Backends
+    config: dict[str, Any]
+    explicit_sampling: set[str] = field(default_factory=set)
+    costs: CostSummary = field(default_factory=CostSummary)
+    _strategies: dict[tuple[int, float | None], Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def settings(self) -> Any:
+        return self.backends.settings
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.config)
+
+    @classmethod
+    def build(cls, args: Mapping[str, Any], *, harness: str, unused: Iterable[str] = (),
+              policy: Any = None, prm: Any = None, strategy: Any = None) -> SearchSession:
+        """Build from model_args (``parse_model_args`` output or a dict).
+
+        Args:
+            args: the settings; see the module docstring.
+            harness: names the caller in error messages (``"EvalPlus"``, ...).
+            unused: ``ModelSettings`` keys this harness has no use for; giving one is an error.
+            policy / prm / strategy: objects that replace the named ones (Python use).
+        """
+        from prm_plugin.plugins import get_strategy
+
+        args = dict(args)
+        ignored = sorted(k for k in args if k in set(unused))
+        if ignored:
+            raise ValueError(f"{harness} runs do not use model_args {', '.join(ignored)}; drop them.")
+        name = args.get("strategy", "bon") if strategy is None else None
+        strategy_cls: Any = get_strategy(str(name)) if name is not None else None
+        split = split_model_args(args, strategy_cls.Params if strategy_cls else None)
+        s = split.settings
+        if strategy_cls is not None:
+            strategy = strategy_cls(build_strategy_params(strategy_cls.Params, split.strategy_params))
+        if policy is None and is_object_spec(s.policy):
+            if split.passthrough:
+                raise ValueError(_unknown_keys(split.passthrough, strategy_cls, harness))
+            extra = {"pretrained": s.pretrained} if s.pretrained else {}
+            policy = load_object(s.policy, {**extra, **split.policy_kwargs})
+        if prm is None and is_object_spec(s.prm):
+            prm = load_object(str(s.prm), split.prm_kwargs)
+        backends = build_backends(
+            s, split, policy_obj=policy, prm_obj=prm, needs_prm=getattr(strategy, "needs_prm", True),
+            strategy_name=str(getattr(strategy, "name", type(strategy).__name__)),
+            step_delimiter=getattr(getattr(strategy, "params", None), "step_delimiter", None),
+        )
+        budget = Budget(n=s.n, max_policy_tokens=s.max_policy_tokens, max_seconds=s.max_seconds)
+        session = cls(strategy=strategy, budget=budget, backends=backends, config={},
+                      explicit_sampling={k for k in ("temperature", "top_p") if k in split.strategy_params})
+        session.config = session._describe(split)
+        return session
+
+    # -- running ------------------------------------------------------------------
+    @property
+    def strategy_name(self) -> str:
+        return str(getattr(self.strategy, "name", type(self.strategy).__name__))
+
+    def tokenizer(self) -> Any | None:
+        """The policy's tokenizer, or None when it exposes none."""
+        return self.backends.tokenizer(required=False)
+
+    def strategy_for(self, sample: int, temperature: float | None = None) -> Any:
+        """The strategy for final sample ``sample``: its seed offset by the sample index, and
+        the harness's sampling ``temperature`` unless ``temperature=`` was set explicitly
+        (a harness temperature of 0 or None keeps the strategy's own)."""
+        key = (sample, temperature)
+        if key in self._strategies:
+            return self._strategies[key]
+        params: Any = getattr(self.strategy, "params", None)
+        if not (dataclasses.is_dataclass(params) and not isinstance(params, type) and hasattr(params, "seed")):
+            made = self.strategy  # a strategy object without seeded Params runs as given
+        else:
+            changes: dict[str, Any] = {"seed": getattr(params, "seed", 0) + SAMPLE_SEED_STRIDE * sample}
+            if temperature and "temperature" not in self.explicit_sampling:
+                changes["temperature"] = float(temperature)
+            try:
+                new = dataclasses.replace(params, **changes)
+            except ValueError:  # e.g. greedy, whose temperature is fixed at 0
+                new = dataclasses.replace(params, seed=changes["seed"])
+            made = self.strategy if new == params else type(self.strategy)(new)
+        self._strategies[key] = made
+        return made
+
+    def search(self, problems: Sequence[Problem], *, sample: int = 0,
+               temperature: float | None = None) -> list[SearchResult]:
+        """Run one search per problem (one batched strategy call)."""
+        strategy = self.strategy_for(sample, temperature)
+        results: list[SearchResult] = strategy.search(list(problems), self.backends.policy,
+                                                      self.backends.prm, self.budget)
+        if len(results) != len(problems):
+            raise RuntimeError(
+                f"Strategy {self.strategy_name} returned {len(results)} results for {len(problems)} problems."
+            )
+        return results
+
+    def _describe(self, split: Any) -> dict[str, Any]:
+        from prm_plugin import __version__
+
+        s = self.settings
+        params: Any = getattr(self.strategy, "params", None)
+        is_params = dataclasses.is_dataclass(params) and not isinstance(params, type)
+        return {
+            "plugin_version": __version__,
+            "policy": self.backends.policy_name, "pretrained": s.pretrained,
+            "prm": self.backends.prm_name, "prm_family": s.prm_family,
+            "prm_step_separator": s.prm_step_separator, "strategy": self.strategy_name,
+            "params": dataclasses.asdict(params) if is_params else repr(params),
+            "budget": dataclasses.asdict(self.budget), "max_gen_toks": s.max_gen_toks,
+            "device": s.device, "dtype": s.dtype,
+            "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
+            "wrapped_model_args": split.passthrough,
+            "checkpoints": {"pretrained": checkpoint_stamp(s.pretrained), "prm": checkpoint_stamp(s.prm)},
+        }
+
+
+def _unknown_keys(keys: Mapping[str, Any], strategy_cls: Any, harness: str) -> str:
+    params = sorted(f.name for f in dataclasses.fields(strategy_cls.Params)) if strategy_cls else []
+    return (
+        f"Unknown model_args key(s) {', '.join(sorted(keys))} for the {harness} prm_guided backend.\n"
+        f"  strategy parameters: {', '.join(params) or '(none)'}\n"
+        f"  prm_guided settings: {', '.join(own_keys())}\n"
+        "  policy.<key>=... and prm.<key>=... pass keyword arguments to the policy / PRM."
+    )
