@@ -13,9 +13,6 @@ CACHE_KW = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ el
 
 def output_cache(output: Any) -> Any:
     """The KV cache a forward returned, whatever the release calls it."""
-    if isinstance(output, dict) or hasattr(output, "keys"):
-        for key in ("cache", "past_key_values"):
-            if key in output.keys() and output[key] is not None:
-                return output[key]
-        return None
+    if isinstance(output, dict):  # ModelOutput is an OrderedDict
+        return next((output[k] for k in ("cache", "past_key_values") if output.get(k) is not None), None)
     return getattr(output, CACHE_KW, None)
