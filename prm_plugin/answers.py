@@ -2,8 +2,8 @@
 
 An answer key turns a candidate's text into a canonical answer string and decides
 whether two answers are the same. Math uses math-verify equivalence (``1/2`` and
-``\\frac{1}{2}`` and ``0.5`` vote together); code uses normalised source until a
-behaviour-based key (sandboxed execution on example inputs) replaces it.
+``\\frac{1}{2}`` and ``0.5`` vote together); code uses behaviour on the problem's
+example inputs, run in the sandbox.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ast
 import re
 import threading
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from prm_plugin.hookspecs import hookimpl
 from prm_plugin.search import Problem
@@ -111,18 +111,59 @@ def normalise_source(code: str) -> str:
 
 
 class CodeAnswerKey:
-    """Normalised source: programs that differ only in comments or layout vote together."""
+    """Behaviour: programs that give the same outputs on the problem's example inputs
+    vote together (run in ``prm_plugin.sandbox``). Example inputs come from the
+    problem's record: the docstring examples of its ``entry_point`` (HumanEval style)
+    or its public test inputs (LiveCodeBench style). A problem without examples falls
+    back to normalised source (comments and layout ignored)."""
 
     domain = "code"
 
     @staticmethod
     def extract(text: str, problem: Problem | None = None) -> str | None:
         code = extract_code(text)
-        return normalise_source(code) if code.strip() else None
+        if not code.strip():
+            return None
+        examples = example_inputs(problem) if problem is not None else None
+        if examples is None:
+            return "source:" + normalise_source(code)
+        kind, inputs, entry_point = examples
+        prompt = (problem.doc or {}).get("prompt") if problem is not None else None
+        if kind == "functional" and prompt and entry_point and f"def {entry_point.split('.')[-1]}" not in code:
+            code = prompt + code  # a completion of the prompt's function
+        from prm_plugin.sandbox import behaviour_signature
+
+        signature = behaviour_signature(code, inputs, kind=kind, entry_point=entry_point)
+        return None if signature is None else "behaviour:" + signature
 
     @staticmethod
     def equivalent(a: str | None, b: str | None) -> bool:
         return a is not None and a == b
+
+
+def example_inputs(problem: Problem) -> tuple[Literal["functional", "stdio"], list[Any], str | None] | None:
+    """``(kind, inputs, entry_point)`` of a problem's examples, or None if it has none."""
+    import json
+
+    doc = problem.doc or {}
+    entry_point = doc.get("entry_point")
+    if entry_point:
+        from prm_plugin.sandbox import doctest_inputs
+
+        inputs = doctest_inputs(doc.get("prompt") or problem.question, entry_point)
+        return ("functional", [list(a) for a in inputs], entry_point) if inputs else None
+    public = doc.get("public_test_cases")
+    if public:
+        tests = json.loads(public) if isinstance(public, str) else public
+        if not tests:
+            return None
+        if tests[0].get("testtype") == "functional":
+            meta = doc.get("metadata") or {}
+            func = (json.loads(meta) if isinstance(meta, str) else meta).get("func_name")
+            args = [[json.loads(line) for line in t["input"].split("\n") if line.strip()] for t in tests]
+            return "functional", args, f"Solution.{func}" if func else None
+        return "stdio", [t["input"] for t in tests], None
+    return None
 
 
 @hookimpl
