@@ -7,8 +7,11 @@
 
 ``--model`` carries the plugin's settings in lm-eval's ``model_args`` syntax (the keys of
 ``lm_eval --model prm_guided``; a bare model id means ``pretrained=<id>``), so EvalPlus's
-fixed flags stay as they are and the settings are part of EvalPlus's output file name:
-two configurations never resume from each other's samples. EvalPlus's flags keep their
+fixed flags stay as they are and the settings are part of EvalPlus's output file name.
+EvalPlus caps that name at 255 bytes: with long local paths, use relative ones, or put
+the settings in a YAML/JSON file and pass its path (``--model runs/beam16.yaml``). Either
+way the configuration's fingerprint is stored next to the samples, and resuming a
+samples file written under another configuration is refused. EvalPlus's flags keep their
 meaning: ``--greedy`` / ``--n_samples`` set how many final solutions each task gets
 (each one a full search with its own seed), ``--temperature`` is the search's sampling
 temperature unless ``temperature=`` is in ``--model`` (EvalPlus's 0 keeps the strategy's
@@ -78,7 +81,7 @@ class PRMGuidedDecoder(DecoderBase):
             logger.warning("prm_guided: EvalPlus passed arguments this backend does not know: %s", sorted(extra))
         if isinstance(model, str):
             _check_file_name(model, backend, temperature)
-        args = parse_model_args(model) if isinstance(model, str) else dict(model)
+        args = load_settings(model) if isinstance(model, str) else dict(model)
         max_tokens = int(args.get("max_gen_toks", DEFAULT_MAX_TOKENS))
         super().__init__(name=str(model), batch_size=batch_size, temperature=temperature,
                          max_new_tokens=max_tokens, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -141,6 +144,7 @@ class PRMGuidedDecoder(DecoderBase):
         """Called by the patched ``evalplus.codegen.codegen`` before generating."""
         folder = self.session.settings.trace_path
         self._run = _Run(target_path, n_samples, dataset, version, Path(folder) if folder else None)
+        self._run.check_resume(target_path, self.session.fingerprint)
         self._run.write_config(self.session)
 
     def end_run(self) -> None:
@@ -182,6 +186,17 @@ class _Run:
     def task(self, prompt: str) -> dict[str, Any]:
         return self._tasks.get(prompt.strip(), {})
 
+    def check_resume(self, target_path: str, fingerprint: str) -> None:
+        """Refuse to add to samples that another configuration wrote."""
+        if not (Path(target_path).exists() and self.summary.is_file()):
+            return
+        previous = json.loads(self.summary.read_text(encoding="utf-8")).get("config_fingerprint")
+        if previous and previous != fingerprint:
+            raise ValueError(
+                f"{target_path} holds samples of another prm_guided configuration (see {self.summary}); "
+                "EvalPlus would resume from them. Use another --root, or move the old files away."
+            )
+
     def append_trace(self, line: dict[str, Any]) -> None:
         with self.traces.open("a", encoding="utf-8") as f:  # EvalPlus resumes by appending too
             f.write(json.dumps(line, ensure_ascii=False, default=repr) + "\n")
@@ -205,6 +220,19 @@ def _task_lookup(dataset: str, version: str) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def load_settings(model: str) -> dict[str, Any]:
+    """``--model``'s settings: a YAML/JSON file of model_args keys, or a model_args string."""
+    path = Path(model)
+    if "=" not in model and path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML
+        if not isinstance(data, dict):
+            raise ValueError(f"{model}: expected a mapping of prm_guided settings (key: value), got {type(data).__name__}.")
+        return {str(k): v for k, v in data.items()}
+    return parse_model_args(model)
+
+
 def _check_file_name(model: str, backend: str, temperature: float) -> None:
     """EvalPlus names its output files after ``--model``; refuse a name the OS would reject
     before any model is loaded."""
@@ -212,8 +240,8 @@ def _check_file_name(model: str, backend: str, temperature: float) -> None:
     if len(name.encode("utf-8")) > 255:
         raise ValueError(
             f"EvalPlus names its result files after --model, and this --model gives a {len(name.encode())}-byte "
-            "file name (the limit is 255). Shorten it: use relative paths or short symlinks to the checkpoints, "
-            "and leave defaults out."
+            "file name (the limit is 255). Use relative paths, or write the settings to a YAML file "
+            "(key: value per line) and pass its path as --model."
         )
 
 
