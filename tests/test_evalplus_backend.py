@@ -162,3 +162,22 @@ def test_resuming_samples_of_another_configuration_is_refused(monkeypatch, tmp_p
     other = PRMGuidedDecoder("strategy=greedy,n=1,max_step_tokens=64", dataset="mbpp", policy=SeedPolicy())
     with pytest.raises(ValueError, match="samples of another prm_guided configuration"):
         other.begin_run(target_path=str(target), n_samples=1, dataset="mbpp")
+
+
+def test_majority_votes_by_behaviour_on_the_task_doctests(scripted, monkeypatch, tmp_path):
+    import evalplus.data.humaneval as humaneval
+
+    monkeypatch.setattr(humaneval, "HUMANEVAL_OVERRIDE_PATH", str(FIXTURES / "HumanEvalPlus.jsonl"))
+    task = json.loads((FIXTURES / "HumanEvalPlus.jsonl").read_text().splitlines()[2])  # greatest_common_divisor
+    answers = {"def greatest_common_divisor(": [
+        "    return min(a, b)\n",  # differs from the others on the doctest (25, 15)
+        "    import math\n    return math.gcd(a, b)\n",
+        "    while b:\n        a, b = b, a % b\n    return a\n",
+    ]}
+    args = scripted(answers).replace("prm=scripted:MarkerPRM,strategy=bon,n=2", "strategy=majority,n=3")
+    decoder = PRMGuidedDecoder(args, dataset="humaneval")
+    decoder.begin_run(target_path=str(tmp_path / "run.jsonl"), n_samples=1, dataset="humaneval")
+    problem = decoder.problem(task["prompt"], decoder._run.task(task["prompt"]), 0)
+    assert problem.doc is not None and problem.doc["entry_point"] == "greatest_common_divisor"
+    (solution,) = decoder.codegen(task["prompt"].strip() + "\n", do_sample=False, num_samples=1)
+    assert solution in answers["def greatest_common_divisor("][1:]

@@ -24,8 +24,10 @@ from prm_plugin.integrations._cli_common import add_search_flags, search_args, t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prm-plugin evalplus", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="prm-plugin evalplus",
+        description="EvalPlus's own codegen and evaluation with the prm_guided backend, configured by flags "
+                    "(the fallback for `evalplus.evaluate --backend prm_guided`).")
     e = p.add_argument_group("EvalPlus (its evalplus.evaluate flags)")
     e.add_argument("--dataset", required=True, choices=("humaneval", "mbpp"))
     e.add_argument("--root", default="evalplus_results", help="output folder (default evalplus_results)")

@@ -43,8 +43,10 @@ UNUSED_KEYS = ("question_field", "domain", "search_batch_size", "trace_path", "r
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prm-plugin lcb", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="prm-plugin lcb",
+        description="LiveCodeBench code generation with reward-guided search: problems from the pinned Hub "
+                    "release, outputs in LiveCodeBench's custom_evaluator format, pass@1 from the sandbox.")
     d = p.add_argument_group("problems")
     d.add_argument("--release", default=lcb.DEFAULT_RELEASE,
                    help=f"release_v1..release_v6, v1..v6 or release_latest (default {lcb.DEFAULT_RELEASE})")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def grade(problems: Sequence[dict[str, Any]], code_lists: Sequence[Sequence[str]
     if len(problems) != len(code_lists):
         raise ValueError(f"{len(code_lists)} code lists for {len(problems)} problems.")
     jobs = [(i, code) for i, codes in enumerate(code_lists) for code in codes]
-    with ThreadPoolExecutor(max_workers=max(1, workers or 2), thread_name_prefix="lcb-grade") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1), thread_name_prefix="lcb-grade") as pool:
         verdicts = list(pool.map(lambda job: _code.grade_lcb(job[1], problems[job[0]]), jobs))
     out: list[list[bool]] = [[] for _ in problems]
     for (i, _), ok in zip(jobs, verdicts, strict=True):
