@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 # name -> ("module:function", one-line help). Each function takes argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("prm_plugin.demo:main", "the offline demo: lm-eval + prm_guided on the synthetic world, five strategies"),
     "strategies": ("prm_plugin.cli:strategies_main", "list registered search strategies and their source"),
     "train": ("trainers.cli:main", "train a value-head PRM from a YAML recipe and/or flags (TRL style)"),
     "export-prm": ("trainers.export:main", "export a value-head PRM as a two-class token-classification head"),
