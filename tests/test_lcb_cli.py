@@ -90,6 +90,9 @@ def test_custom_output_is_graded_without_a_model(tmp_path, capsys):
                      "--output", str(out)]) == 0
     assert load(out, "eval.json")["pass@1"] == 0.5
     assert capsys.readouterr().out.startswith("LiveCodeBench release_v5 (4 problems")
+    with pytest.raises(SystemExit, match="--strategy do nothing"):
+        cli.main(["lcb", "--data-files", DATA, "--trust-pickle", *WINDOW, "--custom-output", str(path),
+                  "--strategy", "beam", "--output", str(out)])
     path.write_text(json.dumps(custom[:3]))
     with pytest.raises(SystemExit, match=r"missing \['2033C'\]"):
         cli.main(["lcb", "--data-files", DATA, "--trust-pickle", *WINDOW, "--custom-output", str(path),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from prm_plugin.integrations import livecodebench as lcb
-from prm_plugin.integrations._cli_common import add_search_flags, search_args
+from prm_plugin.integrations._cli_common import FLAG_KEYS, add_search_flags, search_args
 from prm_plugin.integrations.result_store import ResultStore, request_key
 from prm_plugin.integrations.search_session import SearchSession
 from prm_plugin.integrations.traces import CostSummary
@@ -89,6 +89,10 @@ def main(argv: Sequence[str]) -> int:
     run_info: dict[str, Any] = {"release": ns.release, "start_date": ns.start_date, "end_date": ns.end_date,
                                 "data_files": ns.data_files, "revision": ns.revision}
     if ns.custom_output:
+        given = [f"--{d.replace('_', '-')}" for d in FLAG_KEYS if getattr(ns, d, None) is not None]
+        if given or ns.model_args:
+            raise SystemExit(f"prm-plugin lcb: --custom-output grades existing outputs, so the search flags "
+                             f"{', '.join(given + ['--model-args'] * bool(ns.model_args))} do nothing; drop them.")
         codes = _custom_codes(problems, ns.custom_output)
         outputs = codes
         run_info["custom_output"] = ns.custom_output
