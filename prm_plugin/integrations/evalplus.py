@@ -16,8 +16,10 @@ meaning: ``--greedy`` / ``--n_samples`` set how many final solutions each task g
 (each one a full search with its own seed), ``--temperature`` is the search's sampling
 temperature unless ``temperature=`` is in ``--model`` (EvalPlus's 0 keeps the strategy's
 default, since a search needs samples), ``--force_base_prompt`` forces direct completion,
-and ``--dtype`` / ``--trust_remote_code`` / ``--attn_implementation`` / ``--tp`` reach the
-policy unless ``--model`` sets them.
+``--dtype`` is the policy's and PRM's dtype unless ``--model`` has ``dtype=``, and
+``--trust_remote_code``, ``--attn_implementation`` (other than EvalPlus's default ``eager``,
+which would slow the HF policy) and ``--tp`` (``policy=vllm``) reach the policy unless
+``--model`` sets ``policy.<key>=`` itself.
 
 Prompting follows EvalPlus's HF/vLLM decoders: a policy whose tokenizer has a chat template
 gets EvalPlus's instruction prompt with the answer pre-filled up to an opening
