@@ -39,7 +39,7 @@ class BuildConfig:
     difficulty: Difficulty = field(default_factory=Difficulty)
     errors: ErrorModel = field(default_factory=ErrorModel)
     shape: PolicyShape = field(default_factory=PolicyShape)
-    sft_examples: int = 60000
+    sft_examples: int = 48000
     sft_epochs: float = 1.0
     sft_batch: int = 64
     sft_lr: float = 2e-3
@@ -205,8 +205,35 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if args[:1] == ["build"]:
         return build_main(args[1:])
-    print("usage: prm-plugin world {build,paths} [--help]")
+    if args[:1] == ["eval"]:
+        return eval_main(args[1:])
+    print("usage: prm-plugin world {build,eval,paths} [--help]")
     return 0 if args[:1] in ([], ["-h"], ["--help"]) else 2
+
+
+def eval_main(argv: Sequence[str]) -> int:
+    """Recompute the figures of a built world with its own checkpoints and config."""
+    from prm_plugin.world import ASSETS
+    from prm_plugin.world.generator import Problem
+    from prm_plugin.world.report import format_report, update_readme
+    from prm_plugin.world.tokenizer import build_tokenizer
+
+    parser = argparse.ArgumentParser(prog="prm-plugin world eval", description=eval_main.__doc__)
+    parser.add_argument("--world", type=Path, default=ASSETS, help=f"a built world (default: {ASSETS})")
+    parser.add_argument("--readme", type=Path, default=None, help="write the figures into this README")
+    args = parser.parse_args(argv)
+    report = json.loads((args.world / "figures.json").read_text())
+    conf = report["config"]
+    cfg = BuildConfig(seed=conf["seed"], eval_n=conf["eval_n"], eval_limit=conf["eval_limit"])
+    sets = {name: [Problem.from_json(json.loads(line)) for line in (args.world / f"{name}.jsonl").open()]
+            for name in SET_SIZES}
+    report["figures"] = _evaluate(args.world, build_tokenizer(), sets, cfg)
+    (args.world / "figures.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = format_report(report)
+    print(text)
+    if args.readme:
+        update_readme(args.readme, text)
+    return 0
 
 
 def build_main(argv: Sequence[str]) -> int:

@@ -1,0 +1,137 @@
+"""Every strategy at several budgets on the shipped synthetic world: accuracy and cost.
+
+    python benchmarks/strategies.py                  # table + plots in benchmarks/out/
+    python benchmarks/strategies.py --json           # rows as one JSON list
+    python benchmarks/strategies.py --budgets 4,16 --limit 50 --domain codelike
+
+For each strategy and budget ``n`` it runs the registered strategy on the first
+``--limit`` problems of the world's test set (batched, fixed seed) and reports
+accuracy, policy tokens generated, PRM tokens processed, unique tree tokens (PRM
+tokens) and seconds per problem — the paper's accuracy-against-compute curves
+(its Fig. 4-5) on our world. ``--prm`` swaps in another PRM (e.g. one trained on
+arithmetic only, evaluated on the code-like set: the transfer question).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+STRATEGIES = ("greedy", "majority", "weighted_majority", "bon", "beam", "mcts")
+PARAMS: dict[str, dict[str, Any]] = {
+    "greedy": {},
+    "majority": {"temperature": 1.0},
+    "weighted_majority": {"temperature": 1.0, "weighted": True},
+    "bon": {"temperature": 1.0},
+    "beam": {"temperature": 1.0, "beam_width": 4},
+    "mcts": {"temperature": 1.0, "expansion_width": 4},
+}
+
+
+def run(strategy: str, budget: int, problems: list[Any], sproblems: list[Any], policy: Any, prm: Any,
+        seed: int, batch: int) -> dict[str, Any]:
+    from prm_plugin.plugins import get_strategy
+    from prm_plugin.search import Budget
+    from prm_plugin.world import is_correct
+
+    name = "majority" if strategy == "weighted_majority" else strategy
+    needs_prm = strategy not in ("greedy", "majority")
+    search = get_strategy(name)(seed=seed, **PARAMS[strategy])
+    n = 1 if strategy == "greedy" else budget
+    results, start = [], time.perf_counter()
+    for i in range(0, len(sproblems), batch):
+        results += search.search(sproblems[i:i + batch], policy, prm if needs_prm else None, Budget(n=n))
+    seconds = time.perf_counter() - start
+    k = len(problems)
+    return {
+        "strategy": strategy, "budget": n,
+        "accuracy": sum(is_correct(p, r.text) for p, r in zip(problems, results)) / k,
+        "generated_tokens": sum(r.cost.policy_generated_tokens for r in results) / k,
+        "prm_tokens": sum(r.cost.prm_tokens for r in results) / k,
+        "unique_tokens": sum(r.cost.unique_tokens for r in results) / k,
+        "seconds_per_problem": seconds / k,
+    }
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for x_key, label in (("generated_tokens", "policy tokens generated per problem"),
+                         ("seconds_per_problem", "seconds per problem")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for strategy in dict.fromkeys(r["strategy"] for r in rows):
+            pts = sorted((r[x_key], 100 * r["accuracy"]) for r in rows if r["strategy"] == strategy)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=strategy)
+        ax.set_xscale("log")
+        ax.set_xlabel(label + " (log scale)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"accuracy_vs_{x_key}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", default="4,16,64")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--limit", type=int, default=100, help="test problems (default 100)")
+    parser.add_argument("--domain", choices=("arith", "codelike"), default="arith")
+    parser.add_argument("--world", type=Path, default=None, help="a built world folder (default: shipped)")
+    parser.add_argument("--prm", default=None, help="another PRM checkpoint (default: the world's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=50, help="problems per search call")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    args = parser.parse_args()
+
+
+    from prm_plugin import world
+    from prm_plugin.policy.hf import HFPolicy
+    from prm_plugin.prm import load_prm
+    from prm_plugin.world.evaluate import search_problems
+    from prm_plugin.world.generator import Problem
+    from prm_plugin.world.tokenizer import build_tokenizer
+
+    folder = args.world or world.ASSETS
+    test = folder / f"{args.domain}_test.jsonl"
+    problems = [Problem.from_json(json.loads(line)) for line in test.read_text().splitlines()][: args.limit]
+    sproblems = search_problems(build_tokenizer(), problems)
+    policy = HFPolicy.from_pretrained(str(folder / "policy"))
+    prm = load_prm(args.prm or str(folder / "prm"))
+    rows = []
+    for budget in [int(b) for b in args.budgets.split(",")]:
+        for strategy in args.strategies.split(","):
+            if strategy == "greedy" and budget != int(args.budgets.split(",")[0]):
+                continue  # greedy has no budget: once is enough
+            rows.append(run(strategy, budget, problems, sproblems, policy, prm, args.seed, args.batch))
+            if not args.json:
+                r = rows[-1]
+                print(f"{r['strategy']:<18} n={r['budget']:<3} acc {100 * r['accuracy']:5.1f}%  "
+                      f"gen {r['generated_tokens']:8.0f}  prm {r['prm_tokens']:8.0f}  "
+                      f"unique {r['unique_tokens']:8.0f}  {r['seconds_per_problem']:.3f} s/problem", flush=True)
+    if args.json:
+        print(json.dumps(rows))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "strategies.json").write_text(json.dumps(rows, indent=2) + "\n")
+    try:
+        for path in plot(rows, args.out):
+            print(f"plot: {path}")
+    except ImportError:
+        print("(matplotlib missing: no plots)")
+
+
+if __name__ == "__main__":
+    main()
