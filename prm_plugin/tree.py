@@ -257,7 +257,9 @@ class SearchRun:
 
     Calls are batched over problems; problems with different final stop strings
     cannot share a policy call (``final_stop`` is per call), so a batch that mixes
-    them makes one call per distinct setting in a round.
+    them makes one call per distinct setting in a round. Nor can requests with
+    different token caps, unless the policy takes one cap per prefix
+    (``per_prefix_max_tokens``, as the HF and vLLM policies do).
     """
 
     def __init__(
@@ -301,20 +303,25 @@ class SearchRun:
         """Continue every request's prefix ``n`` times; one call per stop setting.
 
         ``step=True`` stops at the step delimiter, ``False`` runs to the end of the
-        solution. ``max_tokens`` of a call is the largest of its requests' caps (the
-        contract has one cap per call), so a path may end a few tokens past
-        ``Problem.max_tokens``; it is then finished and never extended.
+        solution. Every request keeps its own ``max_tokens``, so a continuation is the
+        same whatever else shares the batch: a policy with ``per_prefix_max_tokens``
+        gets one cap per prefix; any other gets one call per distinct cap.
         """
-        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+        per_prefix = bool(getattr(self.policy, "per_prefix_max_tokens", False))
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...], int], list[int]] = {}
         for k, r in enumerate(requests):
             stop: tuple[str, ...] = (self.delimiters[r.problem],) if step else ()
-            groups.setdefault((stop, tuple(self.problems[r.problem].stop)), []).append(k)
+            cap = 0 if per_prefix else r.max_tokens
+            groups.setdefault((stop, tuple(self.problems[r.problem].stop), cap), []).append(k)
         out: list[PrefixProposals | None] = [None] * len(requests)
-        for (stop, final_stop), ks in groups.items():
+        for (stop, final_stop, _), ks in groups.items():
             prefixes = [requests[k].prefix for k in ks]
+            caps = [requests[k].max_tokens for k in ks]
+            # a list only reaches policies that declared per_prefix_max_tokens
+            max_tokens: Any = caps[0] if len(set(caps)) == 1 else caps
             got = self.policy.propose(
                 prefixes, n=n, stop=list(stop), final_stop=list(final_stop),
-                max_tokens=max(requests[k].max_tokens for k in ks), temperature=temperature,
+                max_tokens=max_tokens, temperature=temperature,
                 top_p=self.params.top_p, seed=self.seed(round_index),
             )
             if len(got) != len(ks) or any(len(g) != n for g in got):

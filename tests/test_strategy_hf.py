@@ -51,6 +51,8 @@ class Recorder:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.generated = self.prefill = self.prm_tokens = self.calls = 0
+        # SearchRun batches different token caps in one call only where the policy says it can
+        self.per_prefix_max_tokens = getattr(inner, "per_prefix_max_tokens", False)
 
     def propose(self, prefixes: Any, **kw: Any) -> Any:
         out = self.inner.propose(prefixes, **kw)

@@ -30,10 +30,12 @@ from prm_plugin.search import StopReason
 
 @dataclass
 class RowSpec:
-    """One sample to draw: ``key`` is the caller's handle, ``stream`` its uniforms."""
+    """One sample to draw: ``key`` is the caller's handle, ``stream`` its uniforms,
+    ``max_tokens`` its own token cap (None: the call's ``Settings.max_tokens``)."""
 
     key: Any
     stream: random.Random | None
+    max_tokens: int | None = None
 
 
 @dataclass
@@ -227,5 +229,5 @@ class Decoder:
                 row.state.searched = len(text)
             if hit is not None:
                 row.out = RowOut(text[: hit.start], row.n_tokens, hit.reason)
-            elif row.n_tokens >= s.max_tokens:
+            elif row.n_tokens >= (row.spec.max_tokens or s.max_tokens):
                 row.out = RowOut(self.detok.flush(row.state), row.n_tokens, "length")

@@ -74,12 +74,15 @@ def check_request(
     n: int,
     stop: Sequence[str],
     final_stop: Sequence[str],
-    max_tokens: int,
+    max_tokens: int | Sequence[int],
     temperature: float,
     top_p: float,
     seed: int | None,
 ) -> StopSet:
     """Validate the arguments of ``Policy.propose`` and return its stop strings.
+
+    ``max_tokens`` may be one cap for every prefix or one cap per prefix (for policies
+    that declare ``per_prefix_max_tokens``; see ``token_caps``).
 
     Raises:
         TypeError / ValueError: naming the bad argument, its value and the allowed range.
@@ -91,8 +94,7 @@ def check_request(
             raise TypeError(f"prefixes[{i}] is a {type(p).__name__}; every prefix must be a str.")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1 (continuations per prefix), got {n!r}.")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}.")
+    token_caps(max_tokens, len(prefixes))
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}.")
     if not 0 < top_p <= 1:
@@ -107,3 +109,18 @@ def check_request(
             "a string can mean only one of them: remove it from one list."
         )
     return StopSet(step=step, final=final)
+
+
+def token_caps(max_tokens: int | Sequence[int], count: int) -> list[int]:
+    """The cap of each of ``count`` prefixes: ``max_tokens`` is one int for all, or one per prefix.
+
+    >>> token_caps(8, 2), token_caps([8, 3], 2)
+    ([8, 8], [8, 3])
+    """
+    caps = [max_tokens] * count if isinstance(max_tokens, int) else list(max_tokens)
+    if len(caps) != count:
+        raise ValueError(f"max_tokens holds {len(caps)} caps for {count} prefixes; give one int, or one per prefix.")
+    for cap in caps:
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"max_tokens must be an int >= 1 (or a list of them, one per prefix), got {cap!r}.")
+    return caps

@@ -13,6 +13,11 @@ class Policy(Protocol):
     """A proposal backend (HF transformers, vLLM, any lm-eval model, a test fake).
 
     ``propose`` is batched: one call carries many prefixes, from many problems.
+
+    Optional: a policy whose class sets ``per_prefix_max_tokens = True`` also accepts
+    ``max_tokens`` as a sequence, one cap per prefix, so ``SearchRun`` can batch
+    prefixes with different remaining budgets in one call; for any other policy it
+    makes one call per distinct cap (a continuation never depends on its batch).
     """
 
     def propose(
@@ -34,7 +39,8 @@ class Policy(Protocol):
             n: continuations per prefix.
             stop: step-boundary strings; stopping on one gives ``stop_reason="step"``.
             final_stop: strings that end the solution (``stop_reason="final"``).
-            max_tokens: cap on tokens generated per continuation (``"length"``).
+            max_tokens: cap on tokens generated per continuation (``"length"``); one
+                int per prefix where the policy sets ``per_prefix_max_tokens``.
             temperature: 0 means greedy (then all ``n`` continuations are equal).
             top_p: nucleus sampling mass.
             seed: makes the call reproducible; the same seed, prefix and sample index

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from prm_plugin.policy._decode import Decoder, Job, RowOut, RowSpec, Settings
-from prm_plugin.policy._request import check_request
+from prm_plugin.policy._request import check_request, token_caps
 from prm_plugin.policy._sampling import fresh_seed, row_stream
 from prm_plugin.policy.prefix_cache import PrefixKVCache
 from prm_plugin.search import PrefixProposals, Proposal
@@ -65,6 +65,9 @@ class HFPolicy:
 
     The policy keeps state (the prefix cache) between calls; it is not thread-safe.
     """
+
+    #: ``propose`` takes one ``max_tokens`` per prefix (see ``Policy``).
+    per_prefix_max_tokens = True
 
     def __init__(
         self,
@@ -176,7 +179,7 @@ class HFPolicy:
         n: int,
         stop: Sequence[str],
         final_stop: Sequence[str] = (),
-        max_tokens: int,
+        max_tokens: int | Sequence[int],
         temperature: float,
         top_p: float = 1.0,
         seed: int | None = None,
@@ -186,30 +189,33 @@ class HFPolicy:
         Sample ``j`` of the ``k``-th occurrence of a prefix text in ``prefixes`` draws from
         the stream of (seed, text, ``k * n + j``): repeating a prefix asks for more,
         different samples, exactly as a larger ``n`` would. With ``temperature == 0`` the
-        continuation is computed once and repeated. ``prefill_tokens`` of a repeated text
-        is charged to its first occurrence.
+        continuation is computed once per (text, cap) and repeated. ``prefill_tokens`` of a
+        repeated text is charged to its first occurrence. ``max_tokens`` may give one cap
+        per prefix; a row's cap never changes what it samples, only where it is cut.
         """
         stops = check_request(prefixes, n=n, stop=stop, final_stop=final_stop, max_tokens=max_tokens,
                               temperature=temperature, top_p=top_p, seed=seed)
         if not prefixes:
             return []
+        caps = token_caps(max_tokens, len(prefixes))
         base = fresh_seed() if seed is None else seed
         greedy = temperature == 0
         jobs: dict[str, Job] = {}
-        slots: list[list[tuple[str, int]]] = []  # per prefix: the row key of each proposal
-        for text in prefixes:
+        slots: list[list[tuple[Any, ...]]] = []  # per prefix: the row key of each proposal
+        for text, cap in zip(prefixes, caps, strict=True):
             job = jobs.get(text)
             if job is None:
                 job = jobs[text] = Job(self.encode(text), [])
             if greedy:
-                if not job.rows:
-                    job.rows.append(RowSpec((text, 0), None))
-                slots.append([(text, 0)] * n)
+                key = (text, "greedy", cap)
+                if all(r.key != key for r in job.rows):
+                    job.rows.append(RowSpec(key, None, cap))
+                slots.append([key] * n)
                 continue
             first = len(job.rows)
-            job.rows.extend(RowSpec((text, k), row_stream(base, text, k)) for k in range(first, first + n))
+            job.rows.extend(RowSpec((text, k), row_stream(base, text, k), cap) for k in range(first, first + n))
             slots.append([(text, k) for k in range(first, first + n)])
-        settings = Settings(stops, max_tokens, float(temperature), float(top_p))
+        settings = Settings(stops, max(caps), float(temperature), float(top_p))
         outs, prefilled = self._run(list(jobs.values()), settings)
         charged: set[str] = set()
         result = []

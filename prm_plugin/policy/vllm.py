@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prm_plugin.policy._request import StopSet, check_request
+from prm_plugin.policy._request import StopSet, check_request, token_caps
 from prm_plugin.policy._sampling import fresh_seed, row_seed
 from prm_plugin.search import PrefixProposals, Proposal
 
@@ -64,6 +64,9 @@ class VLLMPolicy:
         llm: a constructed ``vllm.LLM`` (build it with ``enable_prefix_caching=True``,
             as ``from_pretrained`` does, or prefix reuse is lost).
     """
+
+    #: ``propose`` takes one ``max_tokens`` per prefix (see ``Policy``).
+    per_prefix_max_tokens = True
 
     def __init__(self, llm: Any) -> None:
         self._vllm = _import_vllm()
@@ -112,13 +115,14 @@ class VLLMPolicy:
         n: int,
         stop: Sequence[str],
         final_stop: Sequence[str] = (),
-        max_tokens: int,
+        max_tokens: int | Sequence[int],
         temperature: float,
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[PrefixProposals]:
         """Sample ``n`` continuations of every prefix (see ``Policy.propose`` and the
-        module docstring for how vLLM's outputs are mapped)."""
+        module docstring for how vLLM's outputs are mapped). ``max_tokens`` may give one
+        cap per prefix (each prompt has its own ``SamplingParams``)."""
         stops = check_request(prefixes, n=n, stop=stop, final_stop=final_stop, max_tokens=max_tokens,
                               temperature=temperature, top_p=top_p, seed=seed)
         for i, p in enumerate(prefixes):
@@ -126,23 +130,24 @@ class VLLMPolicy:
                 raise ValueError(f"prefixes[{i}] is empty; vLLM needs a non-empty prompt.")
         if not prefixes:
             return []
+        caps = token_caps(max_tokens, len(prefixes))
         base = fresh_seed() if seed is None else seed
         greedy = temperature == 0
         prompts: list[str] = []
         params: list[Any] = []
         request_of: list[int] = []  # the request that serves each prefix
         occurrences: dict[str, int] = {}
-        greedy_request: dict[str, int] = {}
-        for text in prefixes:
+        greedy_request: dict[tuple[str, int], int] = {}
+        for text, cap in zip(prefixes, caps, strict=True):
             k = occurrences.get(text, 0)
             occurrences[text] = k + 1
-            if greedy and text in greedy_request:  # one greedy request per unique text
-                request_of.append(greedy_request[text])
+            if greedy and (text, cap) in greedy_request:  # one greedy request per unique text and cap
+                request_of.append(greedy_request[text, cap])
                 continue
-            greedy_request.setdefault(text, len(prompts))
+            greedy_request.setdefault((text, cap), len(prompts))
             request_of.append(len(prompts))
             prompts.append(text)
-            params.append(self._params(stops, n=1 if greedy else n, max_tokens=max_tokens,
+            params.append(self._params(stops, n=1 if greedy else n, max_tokens=cap,
                                        temperature=temperature, top_p=top_p,
                                        seed=row_seed(base, text, 0) % _SEED_SPACE + k * n))
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
