@@ -8,8 +8,14 @@ search does). Both must choose identical answers (``answers_sha256``).
 
 Figures per row: T_R/U (PRM tokens run over unique PRM tokens of the search trees),
 policy prefill over unique prompt-side tokens, generated tokens, wall seconds, peak
-RSS, and the naive/ours speed-up. Then ``beam@n / bon@n`` seconds, raw and per
-generated token, and the issue's targets checked against the figures.
+RSS (``VmHWM``, reset before each run), and the naive/ours speed-up. ``depth`` is the
+problems' minimum number of operations (``--ops 6-8``: 6; a right solution then has at
+least 7 steps). Then the issue's targets, checked against the figures.
+
+``beam@n / bon@n``: both spend ``Budget.n`` but not the same tokens (beam keeps
+expanding ``n`` children a round until ``n`` candidates finished), so "at equal
+generated tokens" compares seconds per generated token — the wall-clock beam would
+take to generate bon's tokens at its own rate; the raw ratio is printed beside it.
 
     python benchmarks/search_cost.py                      # the shipped world, CPU
     python benchmarks/search_cost.py --world /tmp/wtiny --problems 4 --budgets 4
@@ -56,8 +62,8 @@ def cases(strategies: Sequence[str], budgets: Sequence[int], ops: Sequence[tuple
         for n in budgets:
             for name in strategies:
                 params = {**common, **PARAMS.get(name, {})}
-                if name == "beam":
-                    params["beam_width"] = min(params["beam_width"], n)
+                if name == "beam":  # the widest beam up to the default that divides n
+                    params["beam_width"] = max(w for w in range(1, params["beam_width"] + 1) if n % w == 0)
                 out.append(Case(name, n, lo, f"{lo}-{hi}", tuple(sorted(params.items()))))
     return out
 
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], d
         truth, problems = lib.world_problems(models.tokenizer, args.problems, args.seed, lo, hi, args.max_tokens,
                                          like=folder)
         _warm_up(models, problems, common)
-        for case in [c for c in all_cases if c.depth == lo]:
+        for case in [c for c in all_cases if c.ops == f"{lo}-{hi}"]:
             for impl in IMPLS:
                 best = None
                 for _ in range(args.repeat):

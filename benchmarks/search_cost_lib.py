@@ -67,7 +67,7 @@ class Case:
 
     strategy: str
     budget: int
-    depth: int  # the problems' minimum number of operations (solutions have depth + 1 steps)
+    depth: int  # the problems' minimum number of operations (a right solution has depth + 1 steps)
     ops: str  # "min-max" operations, for the table
     params: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
@@ -123,6 +123,15 @@ class PeakMemory:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
+    @staticmethod
+    def current_mb() -> float | None:
+        """Resident memory now (the floor of the next peak), where /proc tells it."""
+        try:
+            status = Path("/proc/self/status").read_text()
+        except OSError:
+            return None
+        return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), None)
+
     def peak_mb(self) -> float:
         if self.method.startswith("VmHWM"):
             for line in Path("/proc/self/status").read_text().splitlines():
@@ -169,6 +178,7 @@ def measure(case: Case, impl: str, problems: Sequence[Problem], models: Models, 
     from prm_plugin.world import is_correct
 
     memory.reset()
+    start_mb = memory.current_mb()
     results, seconds = search(case, impl, problems, models)
     costs = [r.cost for r in results]
     row: dict[str, Any] = {
@@ -186,6 +196,7 @@ def measure(case: Case, impl: str, problems: Sequence[Problem], models: Models, 
         "mean_steps": round(_mean_steps(results), 2),
         "tokens_per_s": round(sum(c.policy_generated_tokens for c in costs) / seconds, 1),
         "peak_memory_method": memory.method,
+        "rss_start_mb": None if start_mb is None else round(start_mb, 1),
     }
     gpu = memory.peak_gpu_mb()
     if gpu is not None:
