@@ -279,8 +279,13 @@ def _prefix_cache(jobs: list[_Job], P: int) -> Any:
 
 
 def _plan_batches(jobs: list[_Job], batch_size: int, max_tokens: int) -> list[list[int]]:
-    """Group job indices into micro-batches of similar length within both limits."""
-    order = sorted(range(len(jobs)), key=lambda j: (jobs[j].prefix_len + jobs[j].new_len, j))
+    """Group job indices into micro-batches of similar length within both limits.
+
+    Jobs are ordered by new tokens first: every row of a batch runs as many positions as
+    its longest new part, so one long step among short ones would pad them all (a cached
+    prefix costs only attention reads).
+    """
+    order = sorted(range(len(jobs)), key=lambda j: (jobs[j].new_len, jobs[j].prefix_len, j))
     batches: list[list[int]] = []
     cur: list[int] = []
     max_p = max_s = 0
