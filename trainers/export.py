@@ -45,7 +45,7 @@ from transformers import Qwen2Config
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model, Qwen2PreTrainedModel
 
-from prm_plugin.prm.checkpoint import load_tokenizer
+from prm_plugin._hf_compat import load_tokenizer
 from prm_plugin.prm.layout import encode_piece
 from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
 

@@ -82,7 +82,7 @@ def load_tokenizer(
     Loaded as the checkpoint saved it (``prm_plugin.prm.checkpoint.load_tokenizer``), the
     way the PRM families load it for scoring, so training and scoring tokenise alike.
     """
-    from prm_plugin.prm.checkpoint import load_tokenizer as load_saved_tokenizer
+    from prm_plugin._hf_compat import load_tokenizer as load_saved_tokenizer
 
     tok = processing_class
     if tok is None:

@@ -39,9 +39,9 @@ class Backends:
             # Loading one from the Hub only when it is needed (chat templates), never for
             # the optional uses (EOS string, lm-eval's tokenizer report).
             if self._tokenizer is None and required and self.settings.pretrained and self.wrapped is None:
-                from transformers import AutoTokenizer
+                from prm_plugin._hf_compat import load_tokenizer
 
-                self._tokenizer = AutoTokenizer.from_pretrained(self.settings.pretrained)
+                self._tokenizer = load_tokenizer(self.settings.pretrained)
         if self._tokenizer is None and required:
             raise ValueError(
                 f"policy={self.policy_name} exposes no tokenizer, so chat templates cannot be applied. "

@@ -137,7 +137,9 @@ class HFPolicy:
                 (``revision``, ``trust_remote_code``, ``attn_implementation``, ...).
             Other arguments: as for ``HFPolicy``.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from prm_plugin._hf_compat import load_tokenizer
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -148,8 +150,8 @@ class HFPolicy:
                 dtype = getattr(torch, dtype)
             model_kwargs["dtype"] = dtype
         trust = model_kwargs.get("trust_remote_code", False)
-        tok = AutoTokenizer.from_pretrained(tokenizer or path_or_id, trust_remote_code=trust,
-                                            revision=model_kwargs.get("revision"))
+        hub = {"trust_remote_code": trust, "revision": model_kwargs.get("revision")}
+        tok = load_tokenizer(tokenizer or path_or_id, {k: v for k, v in hub.items() if v is not None})
         model = AutoModelForCausalLM.from_pretrained(path_or_id, **model_kwargs)
         return cls(model, tok, device=device, batch_size=batch_size,
                    prefix_cache_bytes=prefix_cache_bytes, add_bos=add_bos)

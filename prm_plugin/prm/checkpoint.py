@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from prm_plugin._hf_compat import load_tokenizer
+
 PRM_CONFIG_NAME = "prm_config.json"
 
 #: Options every family's ``load`` accepts on top of its own (see ``StepScorer``).
@@ -94,28 +96,6 @@ def read_checkpoint(path: str, hub_kwargs: Mapping[str, Any] | None = None) -> C
     except (OSError, ValueError):
         tokenizer = None
     return CheckpointInfo(str(path), config, prm_config, tokenizer, kw)
-
-
-def load_tokenizer(path: str, hub_kwargs: Mapping[str, Any] | None = None) -> Any:
-    """The tokenizer class the checkpoint saved, so scoring tokenises as training did.
-
-    A checkpoint whose ``tokenizer_config.json`` names the generic fast class
-    (``TokenizersBackend`` / ``PreTrainedTokenizerFast``) loads exactly its
-    ``tokenizer.json``: ``AutoTokenizer`` would instead pick the class registered for
-    the config's ``model_type`` (e.g. ``Qwen2Tokenizer`` for ``qwen2``), which rebuilds
-    the pre-tokenizer and can split text differently from the tokenizer trained with.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    kw = dict(hub_kwargs or {})
-    saved_class = None
-    config_file = _resolve(path, "tokenizer_config.json", kw)
-    if config_file is not None:
-        with open(config_file, encoding="utf-8") as fh:
-            saved_class = json.load(fh).get("tokenizer_class")
-    if saved_class in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-        return PreTrainedTokenizerFast.from_pretrained(path, **kw)
-    return AutoTokenizer.from_pretrained(path, **kw)
 
 
 def require_tokenizer(info: CheckpointInfo, family: str) -> Any:
