@@ -27,6 +27,7 @@ from typing import Any
 from prm_plugin.world.generator import Difficulty, ErrorModel, make_set
 from prm_plugin.world.sft import PolicyShape
 
+MAX_TOKENS = 256  # longer than any solution the world's policy should write
 SET_SIZES = {"arith_test": 300, "arith_val": 300, "codelike_test": 200}
 SET_SEEDS = {"arith_test": 1001, "arith_val": 1002, "codelike_test": 1003}
 
@@ -42,8 +43,8 @@ class BuildConfig:
     sft_examples: int = 48000
     sft_epochs: float = 1.0
     sft_batch: int = 64
-    sft_lr: float = 2e-3
-    label_problems: int = 1500
+    sft_lr: float = 1e-3
+    label_problems: int = 800
     label_samples: int = 2
     mc_rollouts: int = 4
     annotator_temperatures: tuple[float, float] = (0.7, 1.0)
@@ -138,7 +139,7 @@ def _label(policy: Any, tokenizer: Any, cfg: BuildConfig, held_out: set[str]) ->
                                 temperature=1.0, seed=cfg.seed + 31)
     t_lo, t_hi = cfg.annotator_temperatures
     annotators = [AnnotatorPolicy(policy, t_lo, 0, f"T{t_lo}"), AnnotatorPolicy(policy, t_hi, 1000, f"T{t_hi}")]
-    config = ConsensusConfig(k=cfg.mc_rollouts, max_tokens=160, labels="hard", batch_size=128, seed=cfg.seed)
+    config = ConsensusConfig(k=cfg.mc_rollouts, max_tokens=MAX_TOKENS, labels="hard", batch_size=128, seed=cfg.seed)
     kept, report = label_and_filter(rows, annotators, config=config, checker=answer_checker,
                                     policy_prompt=lambda r: r["policy_prompt"])
     by_key = {(r["prompt"], tuple(r["completions"])): r for r in rows}

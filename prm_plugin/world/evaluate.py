@@ -17,7 +17,7 @@ from prm_plugin.world.grading import is_correct
 from prm_plugin.world.labels import answer_checker, sample_solution_rows
 
 
-def search_problems(tokenizer: Any, problems: Sequence[Problem], max_tokens: int = 160) -> list[SearchProblem]:
+def search_problems(tokenizer: Any, problems: Sequence[Problem], max_tokens: int = 256) -> list[SearchProblem]:
     """World problems as the strategies see them (math domain: boxed answers)."""
     from prm_plugin.world.tokenizer import chat_prompt
 

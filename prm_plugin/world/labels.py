@@ -43,7 +43,7 @@ def answer_checker(solution: str, reference: Any) -> bool:
 
 def sample_solution_rows(
     policy: Any, tokenizer: Any, problems: Sequence[Problem], *, samples: int, temperature: float,
-    seed: int, max_tokens: int = 160,
+    seed: int, max_tokens: int = 256,
 ) -> list[dict[str, Any]]:
     """Stepwise rows (``prompt``, ``completions``, ``answer``, ``true_labels``) from policy samples."""
     from prm_plugin.world.tokenizer import chat_prompt
