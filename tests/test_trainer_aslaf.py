@@ -163,3 +163,22 @@ def test_code_rows_are_labelled_by_running_tests_in_the_sandbox() -> None:
     kept, report = label_and_filter(rows, [CodeAnnotator()], config=cfg, checker=code_checker("stdio"))
     assert [r["labels"] for r in kept] == [[1.0, 1.0], [1.0, 0.0]]
     assert report.kept == 2
+
+
+def test_stopping_at_the_first_error_gives_the_same_hard_labels_with_fewer_rollouts() -> None:
+    rows = ROWS + [{"prompt": "What is 2+2?", "completions": ["2 + 2 = 9 ERR", "9 - 0 = 9", "9 + 0 = 9",
+                                                              "so \\boxed{9}"], "answer": "4"}]
+    full_a, full_b = ScriptedAnnotator("A", ["ERR"], good=3), ScriptedAnnotator("B", ["ERR", "ODD"], good=4)
+    lazy_a, lazy_b = ScriptedAnnotator("A", ["ERR"], good=3), ScriptedAnnotator("B", ["ERR", "ODD"], good=4)
+    full, full_report = label_and_filter(rows, [full_a, full_b], config=ConsensusConfig(k=4, labels="hard"))
+    lazy, lazy_report = label_and_filter(
+        rows, [lazy_a, lazy_b], config=ConsensusConfig(k=4, labels="hard", stop_at_first_error=True)
+    )
+    assert [(r["labels"], r["first_error"]) for r in lazy] == [(r["labels"], r["first_error"]) for r in full]
+    assert lazy_report.dropped_indices == full_report.dropped_indices == [2]
+    # the last row errs at step 0: its steps 1 and 2 are never rolled out, by either annotator
+    lazy_prefixes = [p for call in lazy_a.calls + lazy_b.calls for p in call]
+    full_prefixes = [p for call in full_a.calls + full_b.calls for p in call]
+    assert not any("9 - 0 = 9" in p for p in lazy_prefixes)
+    assert sum("9 - 0 = 9" in p for p in full_prefixes) == 4  # 2 prefixes x 2 annotators
+    assert len(lazy_prefixes) < len(full_prefixes)

@@ -75,6 +75,10 @@ class ConsensusConfig:
         batch_size: solutions whose prefixes go into one ``propose`` call.
         labels: ``"soft"`` (pooled fractions) or ``"hard"`` (the agreed 0/1 pattern).
         answer_key: the row field holding the reference answer.
+        stop_at_first_error: label step by step and stop rolling out a solution once an
+            annotator finds its first error (later steps get 0.0 from that annotator). Exact
+            for hard labels and the first-error location, and far cheaper on erroneous
+            solutions; soft labels after the first error become 0.
     """
 
     k: int = 8
@@ -89,6 +93,7 @@ class ConsensusConfig:
     batch_size: int = 32
     labels: str = "soft"
     answer_key: str = "answer"
+    stop_at_first_error: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 1:
@@ -174,30 +179,47 @@ def _label_batch(
     checker: Checker,
     prompt_of: Callable[[Mapping[str, Any]], str],
 ) -> list[list[list[float]]]:
-    sep = cfg.step_separator
-    jobs: list[tuple[int, int]] = []  # (row in batch, step index) that need rollouts
-    for r, row in enumerate(batch):
-        n = len(row["completions"]) - (1 if cfg.label_last_step_by_answer else 0)
-        jobs += [(r, i) for i in range(n)]
-    prefixes = [prompt_of(batch[r]) + sep.join(batch[r]["completions"][: i + 1]) + sep for r, i in jobs]
     out = [[[0.0] * len(row["completions"]) for _ in annotators] for row in batch]
+    n_rolled = [len(row["completions"]) - (1 if cfg.label_last_step_by_answer else 0) for row in batch]
     for a, (policy, name) in enumerate(zip(annotators, names, strict=True)):
-        groups = policy.propose(prefixes, n=cfg.k, stop=(), final_stop=cfg.final_stop,
-                                max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                top_p=cfg.top_p, seed=cfg.seed) if prefixes else []
-        if len(groups) != len(prefixes) or any(len(g) != cfg.k for g in groups):
-            raise ValueError(f"Annotator {name!r} returned {len(groups)} groups for {len(prefixes)} "
-                             f"prefixes (expected {cfg.k} proposals each); it breaks the policy contract.")
-        for (r, i), group in zip(jobs, groups, strict=True):
-            done = sep.join(batch[r]["completions"][: i + 1]) + sep
-            ref = batch[r][cfg.answer_key]
-            out[r][a][i] = sum(checker(done + p.text, ref) for p in group) / cfg.k
+        jobs = [(r, i) for r, n in enumerate(n_rolled) for i in range(n)]
+        if not cfg.stop_at_first_error:
+            _rollouts(batch, jobs, policy, name, cfg, checker, prompt_of, out, a)
+            continue
+        alive = [True] * len(batch)  # no first error found yet by this annotator
+        for step in range(max(n_rolled, default=0)):
+            todo = [(r, i) for r, i in jobs if i == step and alive[r]]
+            _rollouts(batch, todo, policy, name, cfg, checker, prompt_of, out, a)
+            for r, i in todo:
+                alive[r] = alive[r] and out[r][a][i] > cfg.correct_threshold
     if cfg.label_last_step_by_answer:
+        sep = cfg.step_separator
         for r, row in enumerate(batch):
             own = float(checker(sep.join(row["completions"]), row[cfg.answer_key]))
             for a in range(len(annotators)):
                 out[r][a][-1] = own
     return out
+
+
+def _rollouts(
+    batch: Sequence[Mapping[str, Any]], jobs: Sequence[tuple[int, int]], policy: Policy, name: str,
+    cfg: ConsensusConfig, checker: Checker, prompt_of: Callable[[Mapping[str, Any]], str],
+    out: list[list[list[float]]], a: int,
+) -> None:
+    """K rollouts from each (row, step) prefix in one ``propose`` call; writes soft labels."""
+    if not jobs:
+        return
+    sep = cfg.step_separator
+    prefixes = [prompt_of(batch[r]) + sep.join(batch[r]["completions"][: i + 1]) + sep for r, i in jobs]
+    groups = policy.propose(prefixes, n=cfg.k, stop=(), final_stop=cfg.final_stop,
+                            max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                            top_p=cfg.top_p, seed=cfg.seed)
+    if len(groups) != len(prefixes) or any(len(g) != cfg.k for g in groups):
+        raise ValueError(f"Annotator {name!r} returned {len(groups)} groups for {len(prefixes)} "
+                         f"prefixes (expected {cfg.k} proposals each); it breaks the policy contract.")
+    for (r, i), group in zip(jobs, groups, strict=True):
+        done = sep.join(batch[r]["completions"][: i + 1]) + sep
+        out[r][a][i] = sum(checker(done + p.text, batch[r][cfg.answer_key]) for p in group) / cfg.k
 
 
 def _filter(

@@ -139,7 +139,8 @@ def _label(policy: Any, tokenizer: Any, cfg: BuildConfig, held_out: set[str]) ->
                                 temperature=1.0, seed=cfg.seed + 31)
     t_lo, t_hi = cfg.annotator_temperatures
     annotators = [AnnotatorPolicy(policy, t_lo, 0, f"T{t_lo}"), AnnotatorPolicy(policy, t_hi, 1000, f"T{t_hi}")]
-    config = ConsensusConfig(k=cfg.mc_rollouts, max_tokens=MAX_TOKENS, labels="hard", batch_size=128, seed=cfg.seed)
+    config = ConsensusConfig(k=cfg.mc_rollouts, max_tokens=MAX_TOKENS, labels="hard", batch_size=256,
+                             seed=cfg.seed, stop_at_first_error=True)
     kept, report = label_and_filter(rows, annotators, config=config, checker=answer_checker,
                                     policy_prompt=lambda r: r["policy_prompt"])
     by_key = {(r["prompt"], tuple(r["completions"])): r for r in rows}
