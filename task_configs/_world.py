@@ -1,5 +1,6 @@
 """The synthetic world's tasks (arith_prm, codelike_prm): the shipped problem sets of
-``prm_plugin.world``, graded by the world's own ground truth."""
+``prm_plugin.world``. A completion is right when its last ``\\boxed{}`` answer is
+math-verify-equivalent to the true answer (the grading path of ``math500_prm``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,6 @@ def process_docs(dataset: Any, domain: str) -> Any:
 
 
 def score(doc: dict[str, Any], completion: str) -> dict[str, float]:
-    from prm_plugin.world import Problem, is_correct
+    from prm_plugin.answers import MathAnswerKey, last_boxed
 
-    return {"acc": float(is_correct(Problem.from_json(doc), completion))}
+    return {"acc": float(MathAnswerKey.equivalent(last_boxed(completion), str(doc["answer"])))}

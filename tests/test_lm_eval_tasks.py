@@ -189,7 +189,7 @@ def test_all_tasks_score_right_answers_through_the_evaluator(fixture_data):
 
 # -- the synthetic world ---------------------------------------------------------------------
 @pytest.mark.parametrize(("task", "domain", "world_domain"), [("arith_prm", "math", "arith"),
-                                                               ("codelike_prm", "code", "codelike")])
+                                                               ("codelike_prm", "math", "codelike")])
 def test_world_tasks_grade_by_the_worlds_ground_truth(tmp_path, monkeypatch, task, domain, world_domain):
     from prm_plugin.world import make_set
 
