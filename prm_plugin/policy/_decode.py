@@ -27,6 +27,11 @@ from prm_plugin.policy._sampling import sample_next
 from prm_plugin.policy.prefix_cache import PrefixKVCache, kv_cat
 from prm_plugin.search import StopReason
 
+#: Finished rows leave the batch once they are at least 1/DROP_FINISHED of it. Until then
+#: they ride along on a pad token: re-indexing the whole KV cache every time a row ends
+#: (every step, when rows end one by one) costs more than carrying a few idle rows.
+DROP_FINISHED = 4
+
 
 @dataclass
 class RowSpec:
@@ -98,6 +103,8 @@ class Decoder:
         """Sample every row of every job. Returns outputs by row key and, per job, the
         prefix tokens run through the model."""
         logits, cache, mask, next_pos, prefilled = self._prefill(jobs)
+        if self.plain:
+            _kv.append_in_place(cache)
         rows, owner = [], []
         for u, job in enumerate(jobs):
             for spec in job.rows:
@@ -109,10 +116,14 @@ class Decoder:
             mask, next_pos, logits = mask[pick], next_pos[pick], logits[pick]
         results: dict[Any, RowOut] = {}
         while True:
-            uniforms = None if s.temperature == 0 else [r.spec.stream.random() for r in rows]  # type: ignore[union-attr]
+            live = [i for i, r in enumerate(rows) if r.out is None]
+            # finished rows still in the batch draw nothing from their streams
+            uniforms = None if s.temperature == 0 else [
+                r.spec.stream.random() if r.out is None else 0.5 for r in rows]  # type: ignore[union-attr]
             tokens = sample_next(logits, temperature=s.temperature, top_p=s.top_p, uniforms=uniforms).tolist()
-            self._advance(rows, tokens, s)
-            for i, row in enumerate(rows):
+            self._advance([rows[i] for i in live], [tokens[i] for i in live], s)
+            for i in live:
+                row = rows[i]
                 if row.out is None:
                     continue
                 results[row.spec.key] = row.out
@@ -122,13 +133,14 @@ class Decoder:
             keep = [i for i, r in enumerate(rows) if r.out is None]
             if not keep:
                 return results, prefilled
-            if len(keep) < len(rows):
+            if (len(rows) - len(keep)) * DROP_FINISHED >= len(rows):
                 pick = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(pick)
                 mask, next_pos = mask[pick], next_pos[pick]
                 rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep]
                 if self.plain:
                     mask = self._compact(cache, mask)
+            tokens = [t if r.out is None else self.pad_id for r, t in zip(rows, tokens, strict=True)]
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
             out = self.model(
                 input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1),

@@ -50,3 +50,15 @@ def keep_columns(cache: Any, columns: torch.Tensor) -> None:
     for layer in cache.layers:
         layer.keys = layer.keys.index_select(-2, columns)
         layer.values = layer.values.index_select(-2, columns)
+
+
+def append_in_place(cache: Any) -> None:
+    """Swap each plain layer of ``cache`` for a ``GrowingLayer`` holding the same tensors, so
+    decoding writes new positions in place instead of re-concatenating the whole cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    from prm_plugin.policy._growing_cache import GrowingLayer
+
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer and layer.is_initialized:
+            cache.layers[i] = GrowingLayer.from_layer(layer)

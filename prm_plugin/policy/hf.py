@@ -9,7 +9,8 @@ not give:
   reference pick the same answers);
 * stop strings matched on incrementally decoded text, with the reason (step boundary,
   end of solution, EOS, token cap) and exact token counts;
-* finished rows leave the batch at once;
+* finished rows stop sampling at once and leave the batch once they are a quarter of it;
+* keys/values appended in place (``GrowingLayer``), not re-concatenated every token;
 * a KV cache that outlives the call (``PrefixKVCache``): a prefix extending an earlier
   prefix or generated step prefills only the tokens not cached.
 

@@ -1,0 +1,98 @@
+"""A KV cache layer that appends in place, for the HF decode loop.
+
+transformers' ``DynamicLayer.update`` concatenates the new keys/values onto the old
+ones, copying the whole layer cache at every decoded token: O(rows x length) bytes per
+step. With many rows (a batched search) that copying was most of the decode time (see
+``benchmarks/search_cost.py``). ``GrowingLayer`` keeps keys/values in buffers with spare
+room along the sequence, writes each step's new positions in place and exposes the filled
+part as views, so a step copies nothing until the buffer is full (then it grows by a
+quarter plus 64 positions, one copy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+#: Spare positions added when a buffer grows: at least this many, or a quarter of its length.
+MIN_SPARE = 64
+
+
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` (``(batch, heads, seq, head_dim)`` keys/values) that appends in place.
+
+    ``keys``/``values`` read as views of the filled positions and can be assigned like
+    ``DynamicLayer``'s (selection, cropping and column dropping keep working).
+
+    >>> layer = GrowingLayer(torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4))
+    >>> k, v = layer.update(torch.ones(1, 1, 1, 4), torch.ones(1, 1, 1, 4))
+    >>> tuple(k.shape), layer.capacity >= 3, float(k[0, 0, 2, 0])
+    ((1, 1, 3, 4), True, 1.0)
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._n = self._nv = 0  # filled positions of keys and of values (equal between updates)
+        super().__init__()
+        self.device = keys.device
+        self.keys, self.values = keys, values
+        self.is_initialized = True
+
+    @classmethod
+    def from_layer(cls, layer: Any) -> GrowingLayer:
+        return cls(layer.keys, layer.values)
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[..., : self._n, :]
+
+    @keys.setter
+    def keys(self, tensor: torch.Tensor | None) -> None:
+        self._k = tensor
+        self._n = tensor.shape[-2] if tensor is not None and tensor.dim() == 4 else 0
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[..., : self._nv, :]
+
+    @values.setter
+    def values(self, tensor: torch.Tensor | None) -> None:
+        self._v = tensor
+        self._nv = tensor.shape[-2] if tensor is not None and tensor.dim() == 4 else 0
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self._k is None or self._k.dim() != 4 else self._k.shape[-2]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._k is None or self._v is None or self._k.dim() != 4 or self._n == 0:
+            self.keys, self.values = key_states, value_states
+            self.device, self.is_initialized = key_states.device, True
+            return key_states, value_states
+        start, end = self._n, self._n + key_states.shape[-2]
+        if end > self.capacity:
+            self._grow(end)
+        assert self._k is not None and self._v is not None
+        self._k[..., start:end, :] = key_states
+        self._v[..., start:end, :] = value_states
+        self._n = self._nv = end
+        return self._k[..., :end, :], self._v[..., :end, :]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows ``indices``, spare room included (no regrowth on the next step)."""
+        if self._n and self._k is not None and self._v is not None:
+            self._k, self._v = self._k[indices, ...], self._v[indices, ...]
+
+    def _grow(self, need: int) -> None:
+        assert self._k is not None and self._v is not None
+        size = need + max(MIN_SPARE, need // 4)
+        k = self._k.new_empty((*self._k.shape[:-2], size, self._k.shape[-1]))
+        v = self._v.new_empty((*self._v.shape[:-2], size, self._v.shape[-1]))
+        k[..., : self._n, :] = self._k[..., : self._n, :]
+        v[..., : self._n, :] = self._v[..., : self._n, :]
+        self._k, self._v = k, v
