@@ -17,12 +17,16 @@ expanding ``n`` children a round until ``n`` candidates finished), so "at equal
 generated tokens" compares seconds per generated token — the wall-clock beam would
 take to generate bon's tokens at its own rate; the raw ratio is printed beside it.
 
-    python benchmarks/search_cost.py                      # the shipped world, CPU
-    python benchmarks/search_cost.py --world /tmp/wtiny --problems 4 --budgets 4
-    python benchmarks/search_cost.py --shape 0.5b --device cuda --generate --json
+    python benchmarks/search_cost.py --threads 1          # the shipped world, CPU
+    python benchmarks/search_cost.py --world DIR --problems 4 --budgets 4 --ops 3-4,6-8
+    python benchmarks/search_cost.py --shape 0.5b --device cuda --max-tokens 512 --generate
 
 ``--shape`` builds a random-init Qwen2 policy and PRM of that shape (no weights) with the
-world's tokenizer, steered to write steps (``search_cost_lib.build_shape_world``).
+world's tokenizer, steered to write steps of about ``--step-tokens`` tokens and to end
+after about ``--solution-tokens`` (``search_cost_lib.build_shape_world``); the problems'
+``--ops`` then only shape the prompts. ``--generate`` also times plain ``model.generate``
+sampling the same prompts (tokens/s on the same machine, same run). Keep ``--dtype
+float32`` for the answers check: bfloat16 noise can flip a sample between the two runs.
 """
 
 from __future__ import annotations
