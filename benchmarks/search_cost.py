@@ -77,6 +77,8 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], d
                          prm_batch_size=args.prm_batch_size)
     memory = PeakMemory()
     common: dict[str, Any] = {"temperature": args.temperature, "seed": args.seed}
+    if args.max_step_tokens:
+        common["max_step_tokens"] = args.max_step_tokens
     all_cases = cases(args.strategies, args.budgets, args.ops, common)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
@@ -232,6 +234,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--problems", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=256, help="Problem.max_tokens")
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-step-tokens", type=int, default=None,
+                    help="StrategyParams.max_step_tokens (default: the strategies' own, 256)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256, help="policy rows decoded together")
     ap.add_argument("--prm-batch-size", type=int, default=32)
