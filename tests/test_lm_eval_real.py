@@ -95,7 +95,12 @@ def test_policy_hf_answers_loglikelihood_like_lm_evals_hflm(models):
     reqs = [Instance("loglikelihood", doc={}, arguments=("Step 1: 3 + 4", " = 7"), idx=0),
             Instance("loglikelihood", doc={}, arguments=("def add(a, b):", "\n    return a + b"), idx=0)]
     ours = lm.loglikelihood(reqs)
-    reference = HFLM(pretrained=str(models["policy"]), device="cpu").loglikelihood(reqs)
+    # the reference gets the tokenizer the checkpoint saved: lm-eval's own AutoTokenizer
+    # load swaps in Qwen2Tokenizer for this qwen2 checkpoint and splits text differently
+    from prm_plugin._hf_compat import load_tokenizer
+
+    reference = HFLM(pretrained=str(models["policy"]), tokenizer=load_tokenizer(str(models["policy"])),
+                     device="cpu").loglikelihood(reqs)
     assert all(math.isfinite(a[0]) for a in ours)
     assert [round(a[0], 4) for a in ours] == [round(b[0], 4) for b in reference]
     assert [a[1] for a in ours] == [b[1] for b in reference]

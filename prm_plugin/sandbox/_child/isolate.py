@@ -51,6 +51,11 @@ def build_root(root: str, mounts: list[list[Any]], uid: int, tmp_mb: int, proc: 
     _write(os.path.join(root, "etc/passwd"), f"sandbox:x:{uid}:{uid}:sandbox:/tmp:/bin/sh\n")
     _write(os.path.join(root, "etc/group"), f"sandbox:x:{uid}:\n")
     _write(os.path.join(root, "etc/hosts"), "127.0.0.1 localhost\n")
+    # The private /tmp first: read-only binds of host paths under /tmp (a virtualenv or a
+    # checkout there) then sit on top of it instead of being hidden by it.
+    size = f"size={tmp_mb}m,mode=1777"
+    for sub in ("tmp", "dev/shm"):
+        libc.mount("tmpfs", os.path.join(root, sub), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, size)
     ro = libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV
     for kind, path, *rest in mounts:
         target = root + path
@@ -70,9 +75,6 @@ def build_root(root: str, mounts: list[list[Any]], uid: int, tmp_mb: int, proc: 
     for name, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                        ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(dest, os.path.join(root, "dev", name))
-    size = f"size={tmp_mb}m,mode=1777"
-    for sub in ("tmp", "dev/shm"):
-        libc.mount("tmpfs", os.path.join(root, sub), "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, size)
     if proc:  # must happen before pivot_root: the kernel wants a visible /proc to copy
         libc.mount("proc", os.path.join(root, "proc"), "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     libc.pivot_root(root, os.path.join(root, ".old"))
