@@ -43,7 +43,7 @@ class BuildConfig:
     sft_examples: int = 48000
     sft_epochs: float = 1.0
     sft_batch: int = 64
-    sft_lr: float = 1e-3
+    sft_lr: float = 1.5e-3
     label_problems: int = 800
     label_samples: int = 2
     mc_rollouts: int = 4
