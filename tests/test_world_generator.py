@@ -9,7 +9,7 @@ import re
 import pytest
 
 from prm_plugin.world import Difficulty, ErrorModel, is_correct, make_set, true_step_labels
-from prm_plugin.world.generator import render_steps, sample_solution_values
+from prm_plugin.world.generator import is_hard, render_solution, sample_solution, transposed
 from prm_plugin.world.tokenizer import build_tokenizer, chat_prompt
 
 
@@ -43,20 +43,27 @@ def test_noisy_solution_labels_flip_exactly_at_the_first_wrong_value(domain: str
     rng = random.Random(0)
     seen_errors = 0
     for p in make_set(domain, 150, seed=5):
-        vals = sample_solution_values(p, rng, ErrorModel(p_systematic=0.5, p_random=0.2))
-        steps = render_steps(p, vals)
+        pairs = sample_solution(p, rng, ErrorModel(p_systematic=0.5, p_random=0.2))
+        steps = render_solution(p, pairs)
         true_vals = _chain_from_question(p.question)
-        wrong = [i for i, (a, b) in enumerate(zip(vals, true_vals)) if a != b]
-        first_bad_value = wrong[0] if wrong else None
-        offset = 0 if domain == "arith" else 1  # codelike step i writes value i (step 0 is the start)
-        expected = [
-            first_bad_value is None or i + 1 - offset < first_bad_value for i in range(len(steps))
-        ]
+        wrong = [i for i, pair in enumerate(pairs) if pair != (true_vals[i], true_vals[i + 1])]
+        first_bad_op = wrong[0] if wrong else None
+        offset = 0 if domain == "arith" else 1  # codelike step i + 1 writes operation i
+        expected = [first_bad_op is None or i - offset < first_bad_op for i in range(len(steps))]
+        first_bad_value = first_bad_op
         if domain == "arith" and first_bad_value is not None:
             expected[-1] = False
         assert true_step_labels(p, steps) == expected, (p.question, steps)
         seen_errors += first_bad_value is not None
     assert seen_errors > 30  # the error model does produce step errors
+
+
+def test_systematic_error_is_a_transposed_copy_of_a_hard_value() -> None:
+    assert [v for v in range(100) if is_hard(v, 7)] == [18, 19, 29]
+    assert transposed(26) == 62 and transposed(transposed(37)) == 37
+    p = next(q for q in make_set("arith", 200, seed=2) if is_hard(q.start, 4))
+    steps = render_solution(p, sample_solution(p, random.Random(0), ErrorModel(p_systematic=1.0, p_random=0.0)))
+    assert steps[0].startswith(f"{transposed(p.start)} ") and true_step_labels(p, steps)[0] is False
 
 
 def test_labels_reject_malformed_extra_and_missing_steps() -> None:

@@ -14,7 +14,7 @@ from prm_plugin.world.grading import is_correct, true_step_labels
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SETS = ("arith_test", "arith_val", "codelike_test")
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 
 def paths() -> dict[str, Path]:

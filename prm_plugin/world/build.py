@@ -44,13 +44,13 @@ class BuildConfig:
     sft_epochs: float = 1.0
     sft_batch: int = 64
     sft_lr: float = 1.5e-3
-    label_problems: int = 800
+    label_problems: int = 1600
     label_samples: int = 2
     mc_rollouts: int = 4
     annotator_temperatures: tuple[float, float] = (0.7, 1.0)
-    prm_epochs: float = 2.0
+    prm_epochs: float = 4.0
     prm_batch: int = 32
-    prm_lr: float = 5e-4
+    prm_lr: float = 1e-3
     eval_n: int = 16
     eval_limit: int | None = None  # evaluate on the first k test problems only
     set_sizes: dict[str, int] = field(default_factory=lambda: dict(SET_SIZES))

@@ -18,15 +18,18 @@ Solutions are written step by step, separated by ``"\\n\\n"``; the final answer 
 ``\\boxed{}`` so the math-verify grading path is exercised in both domains.
 
 **The error model.** Training solutions for the policy are drawn with step errors
-of two kinds: a *systematic* one, the dropped carry (``a + b`` written as
-``a + b - 10`` when the units overflow) and dropped borrow (``a - b`` written as
-``a - b + 10``), made with probability ``p_systematic`` on "hard" steps (units sum
-``>= hard_threshold``, or units difference ``>= hard_threshold - 10``); and a rare
-random one (a result off by a small amount). Later steps continue from the wrong
-value, as a model that believes its own mistake would. A policy that learns this
-distribution gets most hard steps wrong when greedy — and so does a majority vote —
-while sampling finds the right path often: the regime in which a PRM that checks
-each step pays off.
+of two kinds: a *systematic* one, the transposed copy (a step starts from its running
+value with the two digits swapped, ``26`` written as ``62``), made with probability
+``p_systematic`` when the value is "hard" (two digits, the units digit larger than the
+tens digit by at least ``hard_gap``); and a rare random one (a result off by a small
+amount). Later steps continue from the wrong value, as a model that believes its own
+mistake would. A policy that learns this distribution gets most hard steps wrong when
+greedy (and so does a majority vote) while sampling finds the right path often: the
+regime in which a PRM that checks each step pays off. A transposed copy is visible in
+the solution itself (the step's first number differs from the previous result), so a
+tiny PRM can learn to see it; the first world used the dropped carry instead, which a
+0.6M-parameter PRM could not learn to check within the build's budget (step F1 0.74
+even when trained on true labels).
 """
 
 from __future__ import annotations
@@ -63,13 +66,13 @@ class Difficulty:
 class ErrorModel:
     """How often the training solutions err (see the module docstring)."""
 
-    hard_threshold: int = 14
+    hard_gap: int = 4
     p_systematic: float = 0.6
     p_random: float = 0.03
 
     def __post_init__(self) -> None:
-        if not 10 <= self.hard_threshold <= 18:
-            raise ValueError(f"hard_threshold must be in [10, 18], got {self.hard_threshold}.")
+        if not 1 <= self.hard_gap <= 9:
+            raise ValueError(f"hard_gap must be in [1, 9], got {self.hard_gap}.")
         for name in ("p_systematic", "p_random"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
@@ -131,15 +134,14 @@ def apply(a: int, op: str, b: int) -> int:
     raise ValueError(f"Unknown operation {op!r}; the world uses + and -.")
 
 
-def is_hard(a: int, op: str, b: int, threshold: int) -> bool:
-    """A step whose units overflow enough to trigger the systematic error."""
-    ua, ub = a % 10, b % 10
-    return ua + ub >= threshold if op == "+" else ub - ua >= threshold - 10
+def is_hard(value: int, gap: int) -> bool:
+    """A running value the systematic error transposes: two digits, units - tens >= gap."""
+    return 10 <= value <= 99 and value % 10 - value // 10 >= gap
 
 
-def systematic_error(a: int, op: str, b: int) -> int:
-    """The dropped carry / dropped borrow result."""
-    return a + b - 10 if op == "+" else a - b + 10
+def transposed(value: int) -> int:
+    """The value with its two digits swapped (the transposed copy)."""
+    return 10 * (value % 10) + value // 10
 
 
 def sample_problem(rng: random.Random, domain: str, difficulty: Difficulty, uid: str) -> Problem:
@@ -161,32 +163,41 @@ def sample_problem(rng: random.Random, domain: str, difficulty: Difficulty, uid:
     return Problem(uid, domain, start, tuple(ops))
 
 
-def sample_solution_values(problem: Problem, rng: random.Random, errors: ErrorModel) -> list[int]:
-    """Running values of one noisy solution under the error model."""
-    vals = [problem.start]
+def sample_solution(problem: Problem, rng: random.Random, errors: ErrorModel) -> list[tuple[int, int]]:
+    """One noisy solution under the error model: (written first number, written result)
+    of each operation, each step continuing from the previous written result."""
+    pairs = []
+    value = problem.start
     for op, b in problem.ops:
-        a = vals[-1]
-        result = apply(a, op, b)
-        if is_hard(a, op, b, errors.hard_threshold) and rng.random() < errors.p_systematic:
-            result = systematic_error(a, op, b)
-        elif rng.random() < errors.p_random:
+        left = value
+        if is_hard(value, errors.hard_gap) and rng.random() < errors.p_systematic:
+            left = transposed(value)
+        result = apply(left, op, b)
+        if rng.random() < errors.p_random:
             result += rng.choice([-1, 1]) * rng.randint(1, 3)
-        vals.append(result)
-    return vals
+        pairs.append((left, result))
+        value = result
+    return pairs
 
 
 def render_steps(problem: Problem, values: Sequence[int]) -> list[str]:
-    """The solution's steps for a sequence of running values (true or noisy)."""
+    """The steps of the solution with these running values (the true ones: ``problem.values``)."""
+    return render_solution(problem, list(zip(values, values[1:])))
+
+
+def render_solution(problem: Problem, pairs: Sequence[tuple[int, int]]) -> list[str]:
+    """The steps of a solution given (first number, result) of each operation."""
+    answer = pairs[-1][1] if pairs else problem.start
     steps: list[str] = []
     if problem.domain == "arith":
-        for (op, b), a, r in zip(problem.ops, values, values[1:]):
+        for (op, b), (a, r) in zip(problem.ops, pairs):
             steps.append(f"{a} {op} {b} = {r}")
-        steps.append(f"The answer is \\boxed{{{values[-1]}}}.")
+        steps.append(f"The answer is \\boxed{{{answer}}}.")
         return steps
     steps.append(f"{VARS[0]} = {problem.start}")
-    for i, ((op, b), a, r) in enumerate(zip(problem.ops, values, values[1:])):
+    for i, ((op, b), (a, r)) in enumerate(zip(problem.ops, pairs)):
         steps.append(f"{VARS[i + 1]} = {VARS[i]} {op} {b}  # {a} {op} {b} = {r}")
-    steps.append(f"print({VARS[len(problem.ops)]})  # \\boxed{{{values[-1]}}}")
+    steps.append(f"print({VARS[len(problem.ops)]})  # \\boxed{{{answer}}}")
     return steps
 
 

@@ -17,9 +17,9 @@ from prm_plugin.world.generator import (
     DOMAINS,
     Difficulty,
     ErrorModel,
-    render_steps,
+    render_solution,
     sample_problem,
-    sample_solution_values,
+    sample_solution,
 )
 
 STEP_DELIMITER = "\n\n"
@@ -43,7 +43,7 @@ def sft_rows(n: int, seed: int, difficulty: Difficulty, errors: ErrorModel) -> l
     for i in range(n):
         domain = DOMAINS[1] if i % 3 == 2 else DOMAINS[0]
         problem = sample_problem(rng, domain, difficulty, f"sft-{i}")
-        steps = render_steps(problem, sample_solution_values(problem, rng, errors))
+        steps = render_solution(problem, sample_solution(problem, rng, errors))
         rows.append({
             "prompt": [{"role": "user", "content": problem.question}],
             "completion": [{"role": "assistant", "content": STEP_DELIMITER.join(steps)}],
