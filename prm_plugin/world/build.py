@@ -40,15 +40,15 @@ class BuildConfig:
     difficulty: Difficulty = field(default_factory=Difficulty)
     errors: ErrorModel = field(default_factory=ErrorModel)
     shape: PolicyShape = field(default_factory=PolicyShape)
-    sft_examples: int = 48000
+    sft_examples: int = 40000
     sft_epochs: float = 1.0
     sft_batch: int = 64
     sft_lr: float = 1.5e-3
-    label_problems: int = 1600
+    label_problems: int = 2000
     label_samples: int = 2
     mc_rollouts: int = 4
     annotator_temperatures: tuple[float, float] = (0.7, 1.0)
-    prm_epochs: float = 4.0
+    prm_epochs: float = 5.0
     prm_batch: int = 32
     prm_lr: float = 1e-3
     eval_n: int = 16
