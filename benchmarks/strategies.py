@@ -23,11 +23,11 @@ from typing import Any
 STRATEGIES = ("greedy", "majority", "weighted_majority", "bon", "beam", "mcts")
 PARAMS: dict[str, dict[str, Any]] = {
     "greedy": {},
-    "majority": {"temperature": 1.0},
-    "weighted_majority": {"temperature": 1.0, "weighted": True},
-    "bon": {"temperature": 1.0},
-    "beam": {"temperature": 1.0, "beam_width": 4},
-    "mcts": {"temperature": 1.0, "expansion_width": 4},
+    "majority": {"temperature": 0.5},
+    "weighted_majority": {"temperature": 0.5, "weighted": True},
+    "bon": {"temperature": 0.5},
+    "beam": {"temperature": 0.5, "beam_width": 4},
+    "mcts": {"temperature": 0.5, "expansion_width": 4},
 }
 
 

@@ -34,13 +34,15 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _model_args(strategy: str, policy: Path, prm: Path, n: int, seed: int, traces: Path) -> dict[str, Any]:
+    from prm_plugin.world.evaluate import SAMPLE_TEMPERATURE
+
     args: dict[str, Any] = {
         "pretrained": str(policy), "strategy": strategy, "n": 1 if strategy == "greedy" else n,
         "seed": seed, "device": "cpu", "dtype": "float32", "trace_path": str(traces), "resume": False,
         "search_batch_size": 128,
     }
     if strategy != "greedy":
-        args["temperature"] = 1.0
+        args["temperature"] = SAMPLE_TEMPERATURE
     if strategy not in ("greedy", "majority"):
         args["prm"] = str(prm)
     args.update(EXTRA.get(strategy, {}))

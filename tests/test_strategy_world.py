@@ -43,19 +43,19 @@ def _accuracy(setup: dict[str, Any], key: str, name: str, n: int, prm: bool, **p
 
 def test_bon_and_beam_at_16_beat_greedy_by_ten_points(setup: dict[str, Any]) -> None:
     greedy = _accuracy(setup, "greedy", "greedy", 1, False)
-    bon = _accuracy(setup, "bon", "bon", 16, True, temperature=1.0)
-    beam = _accuracy(setup, "beam", "beam", 16, True, temperature=1.0, beam_width=4)
+    bon = _accuracy(setup, "bon", "bon", 16, True, temperature=0.5)
+    beam = _accuracy(setup, "beam", "beam", 16, True, temperature=0.5, beam_width=4)
     assert bon >= greedy + 0.10, (greedy, bon)
     assert beam >= greedy + 0.10, (greedy, beam)
 
 
 def test_mcts_at_a_comparable_budget_beats_greedy(setup: dict[str, Any]) -> None:
     greedy = _accuracy(setup, "greedy", "greedy", 1, False)
-    mcts = _accuracy(setup, "mcts", "mcts", 16, True, temperature=1.0, expansion_width=4)
+    mcts = _accuracy(setup, "mcts", "mcts", 16, True, temperature=0.5, expansion_width=4)
     assert mcts > greedy, (greedy, mcts)
 
 
 def test_weighted_majority_is_at_least_plain_majority(setup: dict[str, Any]) -> None:
-    plain = _accuracy(setup, "majority", "majority", 16, False, temperature=1.0)
-    weighted = _accuracy(setup, "weighted", "majority", 16, True, temperature=1.0, weighted=True)
+    plain = _accuracy(setup, "majority", "majority", 16, False, temperature=0.5)
+    weighted = _accuracy(setup, "weighted", "majority", 16, True, temperature=0.5, weighted=True)
     assert weighted >= plain, (plain, weighted)

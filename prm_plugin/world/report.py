@@ -18,7 +18,7 @@ def format_report(report: dict[str, Any]) -> str:
     n = report["config"]["eval_n"]
     prm = f["prm_on_test_samples"]
     lines = [
-        f"Arithmetic test set ({f['arith_problems']} problems), n = {n} samples at temperature 1.0:",
+        f"Arithmetic test set ({f['arith_problems']} problems), n = {n} samples at temperature {f.get('temperature', 1.0)}:",
         "",
         "| method | accuracy |",
         "|---|---|",
