@@ -1,4 +1,4 @@
-"""The strategies on the shipped world (real tiny policy and PRM, 100 problems, fixed
+"""The strategies on the shipped world (real tiny policy and PRM, the 300 validation problems, fixed
 seeds): search with the PRM must actually beat greedy decoding."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prm_plugin import world
 pytestmark = pytest.mark.skipif(
     not (world.paths()["prm"] / "config.json").exists(), reason="the world has not been built"
 )
-N_PROBLEMS, SEED = 100, 1234
+N_PROBLEMS, SEED = 300, 1234
 
 
 @pytest.fixture(scope="module")
