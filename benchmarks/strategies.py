@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# Running this file puts benchmarks/ first on sys.path, where this very file would shadow
+# the `strategies` package the built-in plugins load from: take it off again.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 STRATEGIES = ("greedy", "majority", "weighted_majority", "bon", "beam", "mcts")
 PARAMS: dict[str, dict[str, Any]] = {
@@ -41,6 +46,12 @@ def run(strategy: str, budget: int, problems: list[Any], sproblems: list[Any], p
     needs_prm = strategy not in ("greedy", "majority")
     search = get_strategy(name)(seed=seed, **PARAMS[strategy])
     n = 1 if strategy == "greedy" else budget
+    # Every run starts cold: no PRM or policy prefix KV left over from the previous run
+    # (the same seed draws the same samples, so a warm cache would hide their cost).
+    if hasattr(prm, "clear_cache"):
+        prm.clear_cache()
+    if getattr(policy, "prefix_cache", None) is not None:
+        policy.prefix_cache.clear()
     results, start = [], time.perf_counter()
     for i in range(0, len(sproblems), batch):
         results += search.search(sproblems[i:i + batch], policy, prm if needs_prm else None, Budget(n=n))
