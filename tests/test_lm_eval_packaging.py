@@ -52,6 +52,11 @@ def test_regular_wheel_has_the_pth_at_its_root(source_copy, tmp_path):
         entry_points = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert f"\n{PTH_FILENAME}," in "\n" + record  # recorded, so `pip uninstall` removes it
     assert "[lm_eval.models]\nprm_guided = prm_plugin.integrations.lm_eval:PRMGuidedLM" in entry_points
+    # the shipped world travels as package data: every file of its folder is in the wheel
+    assets = REPO / "prm_plugin" / "world" / "assets"
+    shipped = {f"prm_plugin/world/assets/{p.relative_to(assets).as_posix()}" for p in assets.rglob("*") if p.is_file()}
+    with zipfile.ZipFile(wheel) as z:
+        assert shipped and shipped <= set(z.namelist()), sorted(shipped - set(z.namelist()))
 
 
 def test_editable_wheel_has_the_pth_at_its_root(source_copy, tmp_path):
