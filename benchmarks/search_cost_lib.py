@@ -58,7 +58,8 @@ class Models:
     def policy(self, impl: str) -> HFPolicy:
         """A fresh policy (empty prefix cache) for one run."""
         size = 0 if impl == "naive" else self.prefix_cache_bytes
-        return HFPolicy(self.model, self.tokenizer, batch_size=self.batch_size, prefix_cache_bytes=size)
+        return HFPolicy(self.model, self.tokenizer, batch_size=self.batch_size, prefix_cache_bytes=size,
+                        shared_prefix_attention=impl != "naive")
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ def policy(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from prm_plugin.policy.hf import HFPolicy
 
     path = build_causal_lm(tmp_path_factory.mktemp("decode_cost") / "policy")
-    return HFPolicy.from_pretrained(str(path), device="cpu", prefix_cache_bytes=0)
+    policy = HFPolicy.from_pretrained(str(path), device="cpu", prefix_cache_bytes=0)
+    policy.propose(PROMPTS, n=2, stop=[], temperature=1.0, seed=0, max_tokens=1)  # runs the shared-prefix probe
+    return policy
 
 
 def _decode_batches(policy: Any, prefixes: list[str], **kw: Any) -> tuple[Any, list[tuple[int, str]]]:

@@ -7,6 +7,12 @@ is masked out and positions are passed explicitly, so the middle padding left by
 different cache hits is harmless, and columns no live row needs are dropped when rows
 finish. A row's real tokens are exactly the columns where its attention mask is 1, which
 is how its KV is cut out for the prefix cache.
+
+While every prefix has at least ``SHARE_MIN_ROWS`` rows, the rows do not hold copies of
+their prefix: its KV stays one entry per job (``_shared_prefix.SharedPrefix``), the rows'
+cache holds only what they generated, and attention reads each prefix once for all its
+rows. When rows finish and too few share a prefix, the plain layout above is rebuilt
+(``SharedPrefix.materialize``) and decoding goes on with the model's own attention.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from typing import Any
 import torch
 
 from prm_plugin._hf_compat import CACHE_KW, output_cache
-from prm_plugin.policy import _kv
+from prm_plugin.policy import _kv, _shared_prefix
 from prm_plugin.policy._detok import Detokenizer, RowText
 from prm_plugin.policy._request import StopSet
 from prm_plugin.policy._sampling import sample_next
+from prm_plugin.policy._shared_prefix import SharedPrefix
 from prm_plugin.policy.prefix_cache import PrefixKVCache, kv_cat
 from prm_plugin.search import StopReason
 
@@ -31,6 +38,9 @@ from prm_plugin.search import StopReason
 #: they ride along on a pad token: re-indexing the whole KV cache every time a row ends
 #: (every step, when rows end one by one) costs more than carrying a few idle rows.
 DROP_FINISHED = 4
+#: Rows read their prefix's KV once (``_shared_prefix``) while there are at least this many
+#: rows per prefix; with fewer, one fused attention over per-row copies is faster.
+SHARE_MIN_ROWS = 2
 
 
 @dataclass
@@ -87,6 +97,7 @@ class Decoder:
         eos_ids: frozenset[int],
         pad_id: int,
         prefix_cache: PrefixKVCache | None,
+        shared_prefix: bool = True,
     ) -> None:
         self.model = model
         self.device = device
@@ -97,23 +108,34 @@ class Decoder:
         # Reuse needs the plain layout; a cache of 0 bytes would only cost lookups.
         self.prefix_cache = prefix_cache if (self.plain and prefix_cache and prefix_cache.max_bytes) else None
         params = inspect.signature(model.forward).parameters
+        self.shared_prefix = shared_prefix
+        self._shared: bool | None = None
         self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
 
     def run(self, jobs: Sequence[Job], s: Settings) -> tuple[dict[Any, RowOut], list[int]]:
         """Sample every row of every job. Returns outputs by row key and, per job, the
         prefix tokens run through the model."""
         logits, cache, mask, next_pos, prefilled = self._prefill(jobs)
-        if self.plain:
-            _kv.append_in_place(cache)
         rows, owner = [], []
         for u, job in enumerate(jobs):
             for spec in job.rows:
                 rows.append(_Row(spec, job.ids, RowText.start(job.ids)))
                 owner.append(u)
-        if owner != list(range(len(jobs))):
-            pick = torch.tensor(owner, device=self.device)
-            cache.batch_select_indices(pick)
-            mask, next_pos, logits = mask[pick], next_pos[pick], logits[pick]
+        pick = torch.tensor(owner, device=self.device)
+        shared = None
+        if len(rows) >= SHARE_MIN_ROWS * len(jobs) and self._shared_ok():
+            # prefix KV stays one entry per job; the rows' cache holds their generated tokens
+            shared = SharedPrefix.build(_kv.cache_tensors(cache), mask, pick)
+            cache = _kv.make_cache(self.model, [t.new_zeros((len(rows), *t.shape[1:-2], 0, t.shape[-1]))
+                                                for t in shared.kv])
+            _kv.append_in_place(cache)
+            next_pos, logits = next_pos[pick], logits[pick]
+        else:
+            if self.plain:
+                _kv.append_in_place(cache)
+            if owner != list(range(len(jobs))):
+                cache.batch_select_indices(pick)
+                mask, next_pos, logits = mask[pick], next_pos[pick], logits[pick]
         results: dict[Any, RowOut] = {}
         while True:
             live = [i for i, r in enumerate(rows) if r.out is None]
@@ -129,28 +151,48 @@ class Decoder:
                 results[row.spec.key] = row.out
                 if self.prefix_cache is not None and row.out.stop_reason == "step":
                     # The cache holds the prompt and every sampled token but the last (never fed).
-                    self._store(cache, mask, i, row.prompt_ids + row.state.generated[:-1])
+                    ids = row.prompt_ids + row.state.generated[:-1]
+                    if shared is None:
+                        self._store(cache, mask, i, ids)
+                    else:
+                        self._store_shared(shared, cache, i, ids, row.n_tokens - 1)
             keep = [i for i, r in enumerate(rows) if r.out is None]
             if not keep:
                 return results, prefilled
             if (len(rows) - len(keep)) * DROP_FINISHED >= len(rows):
                 pick = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(pick)
-                mask, next_pos = mask[pick], next_pos[pick]
+                next_pos = next_pos[pick]
                 rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep]
-                if self.plain:
-                    mask = self._compact(cache, mask)
+                if shared is not None:
+                    shared.select(pick)
+                    if len(rows) < SHARE_MIN_ROWS * shared.mask.shape[0]:  # too few rows per prefix now
+                        tensors, mask = shared.materialize(_kv.cache_tensors(cache))
+                        cache, shared = _kv.make_cache(self.model, tensors), None
+                        _kv.append_in_place(cache)
+                        mask = self._compact(cache, mask)
+                else:
+                    mask = mask[pick]
+                    if self.plain:
+                        mask = self._compact(cache, mask)
             tokens = [t if r.out is None else self.pad_id for r, t in zip(rows, tokens, strict=True)]
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            out = self.model(
-                input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1),
-                attention_mask=mask,
-                position_ids=next_pos.unsqueeze(1),
-                use_cache=True,
-                **{CACHE_KW: cache},
-            )
+            step = torch.tensor(tokens, device=self.device).unsqueeze(1)
+            if shared is None:
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                out = self.model(input_ids=step, attention_mask=mask, position_ids=next_pos.unsqueeze(1),
+                                 use_cache=True, **{CACHE_KW: cache})
+            else:
+                with _shared_prefix.active(self.model):
+                    out = self.model(input_ids=step, position_ids=next_pos.unsqueeze(1), use_cache=True,
+                                     **{CACHE_KW: cache, _shared_prefix.KWARG: shared})
             cache, logits = output_cache(out), out.logits[:, -1, :]
             next_pos = next_pos + 1
+
+    def _shared_ok(self) -> bool:
+        """Shared-prefix attention is on, and the model passed its probe (run once)."""
+        if self._shared is None:
+            self._shared = self.plain and self.shared_prefix and _shared_prefix.supports(self.model)
+        return self._shared
 
     def _prefill(self, jobs: Sequence[Job]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, list[int]]:
         """Run every job's uncached tokens in one forward; return last-position logits,
@@ -212,6 +254,11 @@ class Decoder:
             return tuple(t[row].index_select(-2, cols) for t in tensors)
 
         self.prefix_cache.insert(ids, kv_of)
+
+    def _store_shared(self, shared: SharedPrefix, cache: Any, row: int, ids: list[int], fed: int) -> None:
+        assert self.prefix_cache is not None
+        suffix = _kv.cache_tensors(cache)
+        self.prefix_cache.insert(ids, lambda start, end: tuple(shared.row_kv(row, suffix, fed, start, end)))
 
     @staticmethod
     def _compact(cache: Any, mask: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ class GrowingLayer(DynamicLayer):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._k is None or self._v is None or self._k.dim() != 4 or self._n == 0:
+        if self._k is None or self._v is None or self._k.dim() != 4:
             self.keys, self.values = key_states, value_states
             self.device, self.is_initialized = key_states.device, True
             return key_states, value_states
@@ -85,7 +85,7 @@ class GrowingLayer(DynamicLayer):
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the rows ``indices``, spare room included (no regrowth on the next step)."""
-        if self._n and self._k is not None and self._v is not None:
+        if self._k is not None and self._v is not None and self._k.dim() == 4:
             self._k, self._v = self._k[indices, ...], self._v[indices, ...]
 
     def _grow(self, need: int) -> None:

@@ -11,6 +11,8 @@ not give:
   end of solution, EOS, token cap) and exact token counts;
 * finished rows stop sampling at once and leave the batch once they are a quarter of it;
 * keys/values appended in place (``GrowingLayer``), not re-concatenated every token;
+* the samples of one prefix read its KV once instead of each holding a copy
+  (``_shared_prefix``: cascade attention, where the model passes a probe);
 * a KV cache that outlives the call (``PrefixKVCache``): a prefix extending an earlier
   prefix or generated step prefills only the tokens not cached.
 
@@ -63,6 +65,9 @@ class HFPolicy:
             accelerator memory, or 1 GiB on CPU. 0 turns reuse off.
         add_bos: put the tokenizer's BOS token before each prefix (unless the prefix text
             already starts with it). None: do what ``tokenizer(text)`` does by default.
+        shared_prefix_attention: the samples of a prefix read its KV once instead of each
+            holding a copy (``_shared_prefix``; used where the model passes a probe).
+            False: every row attends over its own copy, as ``generate`` does.
 
     The policy keeps state (the prefix cache) between calls; it is not thread-safe.
     """
@@ -79,6 +84,7 @@ class HFPolicy:
         batch_size: int = 64,
         prefix_cache_bytes: int | None = None,
         add_bos: bool | None = None,
+        shared_prefix_attention: bool = True,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1 (rows decoded together), got {batch_size!r}.")
@@ -107,6 +113,7 @@ class HFPolicy:
             eos_ids=_eos_ids(model, tokenizer),
             pad_id=_pad_id(model, tokenizer),
             prefix_cache=self.prefix_cache,
+            shared_prefix=shared_prefix_attention,
         )
         if size and self._decoder.prefix_cache is None:
             log.warning(
@@ -124,6 +131,7 @@ class HFPolicy:
         batch_size: int = 64,
         prefix_cache_bytes: int | None = None,
         add_bos: bool | None = None,
+        shared_prefix_attention: bool = True,
         tokenizer: str | None = None,
         **model_kwargs: Any,
     ) -> HFPolicy:
@@ -155,7 +163,8 @@ class HFPolicy:
         tok = load_tokenizer(tokenizer or path_or_id, {k: v for k, v in hub.items() if v is not None})
         model = AutoModelForCausalLM.from_pretrained(path_or_id, **model_kwargs)
         return cls(model, tok, device=device, batch_size=batch_size,
-                   prefix_cache_bytes=prefix_cache_bytes, add_bos=add_bos)
+                   prefix_cache_bytes=prefix_cache_bytes, add_bos=add_bos,
+                   shared_prefix_attention=shared_prefix_attention)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in this policy's tokenizer (no special tokens added)."""
