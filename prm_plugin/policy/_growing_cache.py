@@ -45,6 +45,14 @@ class GrowingLayer(DynamicLayer):
     def from_layer(cls, layer: Any) -> GrowingLayer:
         return cls(layer.keys, layer.values)
 
+    @classmethod
+    def with_room(cls, keys: torch.Tensor, values: torch.Tensor, filled: int) -> GrowingLayer:
+        """A layer over buffers ``keys``/``values`` whose first ``filled`` positions hold
+        data; the rest is room for appending without a copy."""
+        layer = cls(keys[..., :filled, :], values[..., :filled, :])
+        layer._k, layer._v = keys, values
+        return layer
+
     @property
     def keys(self) -> torch.Tensor | None:
         return None if self._k is None else self._k[..., : self._n, :]

@@ -212,7 +212,7 @@ class StepScorer:
         positions = torch.tensor(prefix).unsqueeze(1) + torch.arange(S).unsqueeze(0)
         kwargs: dict[str, Any] = {"use_cache": self.cache is not None}
         if self.cache is not None:
-            kwargs[CACHE_KW] = _prefix_cache(jobs, P)
+            kwargs[CACHE_KW] = _prefix_cache(jobs, P, S)
         out = self.backbone(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -258,16 +258,19 @@ class StepScorer:
             self.cache.touch(path)
 
 
-def _prefix_cache(jobs: list[_Job], P: int) -> Any:
-    """A ``DynamicCache`` holding each row's cached prefix, left-padded to ``P``."""
+def _prefix_cache(jobs: list[_Job], P: int, room: int = 0) -> Any:
+    """A ``DynamicCache`` holding each row's cached prefix, left-padded to ``P``, with space
+    for ``room`` more positions so the forward appends the new tokens in place."""
     from transformers import DynamicCache
+
+    from prm_plugin.policy._growing_cache import GrowingLayer
 
     if P == 0:
         return DynamicCache()
     ref = next(j.path[0].keys for j in jobs if j.path)
     L, H, _, D = ref.shape
-    keys = ref.new_zeros(L, len(jobs), H, P, D)
-    values = ref.new_zeros(L, len(jobs), H, P, D)
+    keys = ref.new_zeros(L, len(jobs), H, P + room, D)
+    values = ref.new_zeros(L, len(jobs), H, P + room, D)
     for b, job in enumerate(jobs):
         start = P - job.prefix_len
         for node in job.path:  # copy each segment straight into its slot (no temporary)
@@ -275,7 +278,9 @@ def _prefix_cache(jobs: list[_Job], P: int) -> Any:
             keys[:, b, :, start:end] = node.keys
             values[:, b, :, start:end] = node.values
             start = end
-    return DynamicCache([(keys[layer], values[layer]) for layer in range(L)])
+    cache = DynamicCache([(keys[layer, :, :, :P], values[layer, :, :, :P]) for layer in range(L)])
+    cache.layers = [GrowingLayer.with_room(keys[layer], values[layer], P) for layer in range(L)]
+    return cache
 
 
 def _plan_batches(jobs: list[_Job], batch_size: int, max_tokens: int) -> list[list[int]]:
