@@ -2,9 +2,17 @@
 
 For every strategy, budget and problem depth, the same problems run twice with the same
 seed (see ``search_cost_lib``): ``ours`` (all problems batched in one search, policy and
-PRM prefix-KV caches on) and ``naive`` (one problem at a time, both caches off: full
-re-prefill and full-prefix PRM rescoring at every step, as search-and-learn's beam
-search does). Both must choose identical answers (``answers_sha256``).
+PRM prefix-KV caches on, a prefix's samples reading its KV once) and ``naive`` (one
+problem at a time, both caches off: full re-prefill and full-prefix PRM rescoring at
+every step, as search-and-learn's beam search does, and every sample attending over its
+own copy of the prefix, as ``generate(num_return_sequences=n)`` does). Both must choose
+identical answers (``answers_sha256``).
+
+Batch size matters to ``ours`` only: a beam round decodes until its longest step ends, and
+those last steps run a few rows at a fixed cost per forward. Batching all problems into
+one round shares that tail; the default 64 problems x 16 samples fit one batch of 1024
+rows (``--batch-size``), as an evaluation run of hundreds of problems would. With
+``--problems 16`` the tail is shared by fewer problems and the speed-ups are lower.
 
 Figures per row: T_R/U (PRM tokens run over unique PRM tokens of the search trees),
 policy prefill over unique prompt-side tokens, generated tokens, wall seconds, peak
@@ -17,7 +25,7 @@ expanding ``n`` children a round until ``n`` candidates finished), so "at equal
 generated tokens" compares seconds per generated token — the wall-clock beam would
 take to generate bon's tokens at its own rate; the raw ratio is printed beside it.
 
-    python benchmarks/search_cost.py --threads 1          # the shipped world, CPU
+    python benchmarks/search_cost.py                      # the shipped world, CPU
     python benchmarks/search_cost.py --world DIR --problems 4 --budgets 4 --ops 3-4,6-8
     python benchmarks/search_cost.py --shape 0.5b --device cuda --max-tokens 512 --generate
 
@@ -231,13 +239,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--budgets", type=_ints, default=[4, 16], help="Budget.n values, e.g. 4,16")
     ap.add_argument("--ops", type=_ops, default=[(6, 8)],
                     help="operations per problem (min-max), comma-separated settings, e.g. 3-4,6-8")
-    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=256, help="Problem.max_tokens")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--max-step-tokens", type=int, default=None,
                     help="StrategyParams.max_step_tokens (default: the strategies' own, 256)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=256, help="policy rows decoded together")
+    ap.add_argument("--batch-size", type=int, default=1024, help="most policy rows decoded together")
     ap.add_argument("--prm-batch-size", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest is kept")
     ap.add_argument("--threads", type=int, default=None,
