@@ -83,6 +83,7 @@ def cases(strategies: Sequence[str], budgets: Sequence[int], ops: Sequence[tuple
 def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     models = lib.load_models(folder, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                          prm_batch_size=args.prm_batch_size)
+    models.shared_prefix = not args.no_shared_prefix
     memory = PeakMemory()
     common: dict[str, Any] = {"temperature": args.temperature, "seed": args.seed}
     if args.max_step_tokens:
@@ -247,6 +248,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=1024, help="most policy rows decoded together")
     ap.add_argument("--prm-batch-size", type=int, default=32)
+    ap.add_argument("--no-shared-prefix", action="store_true",
+                    help="ours without shared-prefix attention (each sample holds a copy of its prefix)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest is kept")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 avoids thread thrashing on a shared, busy CPU)")

@@ -54,12 +54,13 @@ class Models:
     prms: dict[str, Any]
     batch_size: int = 64
     prefix_cache_bytes: int | None = None  # ours; None = HFPolicy's automatic size
+    shared_prefix: bool = True  # ours: shared-prefix attention (False: an ablation)
 
     def policy(self, impl: str) -> HFPolicy:
         """A fresh policy (empty prefix cache) for one run."""
         size = 0 if impl == "naive" else self.prefix_cache_bytes
         return HFPolicy(self.model, self.tokenizer, batch_size=self.batch_size, prefix_cache_bytes=size,
-                        shared_prefix_attention=impl != "naive")
+                        shared_prefix_attention=impl != "naive" and self.shared_prefix)
 
 
 @dataclass(frozen=True)
