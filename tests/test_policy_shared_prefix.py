@@ -157,3 +157,35 @@ def test_probe_turns_sharing_off_when_the_attention_disagrees(tok: Any, monkeypa
     plain = HFPolicy(model, tok, device="cpu", prefix_cache_bytes=0, shared_prefix_attention=False)
     kw = dict(prefixes=["Step 1: 3 + 4"], n=3, stop=[], max_tokens=6, temperature=0.0)
     assert _propose(policy, **kw) == _propose(plain, **kw) and not policy._decoder._shared_ok()
+
+
+def test_half_precision_stays_close_to_float32_attention() -> None:
+    g = torch.Generator().manual_seed(7)
+    pk, pv = (torch.randn(2, 2, 9, 8, generator=g) for _ in range(2))
+    mask = torch.ones(2, 9)
+    mask[1, :4] = 0
+    job = torch.tensor([0, 0, 0, 1])
+    q = torch.randn(4, 4, 1, 8, generator=g)
+    k, v = (torch.randn(4, 2, 3, 8, generator=g) for _ in range(2))
+    want = _reference(q, pk, pv, mask, job, k, v)
+    bf = [t.bfloat16() for t in (pk, pv, q, k, v)]
+    shared = SharedPrefix.build(bf[:2], mask, job)
+    got, _ = _shared_prefix.attention(_Layer(), bf[2], bf[3], bf[4], None, scaling=8**-0.5, prm_shared_prefix=shared)
+    assert got.dtype == torch.bfloat16 and shared.bias.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
+
+
+def test_stored_pieces_are_copies_and_uneven_prefixes_are_not_shared() -> None:
+    from prm_plugin.policy._decode import _worth_sharing
+
+    kv = [torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4)]  # one KV head: slices of a row look contiguous
+    shared = SharedPrefix.build(kv, torch.ones(1, 3), torch.tensor([0, 0]))
+    suffix = [torch.randn(2, 1, 8, 4), torch.randn(2, 1, 8, 4)]
+    part = shared.row_kv(1, suffix, fed=2, start=3, end=5)
+    assert torch.equal(part[0], suffix[0][1, :, :2])
+    # the prefix cache must not keep the whole decode buffer alive through a view
+    assert part[0].untyped_storage().nbytes() == part[0].numel() * part[0].element_size()
+
+    assert _worth_sharing(rows=16, jobs=4, group=4)
+    assert not _worth_sharing(rows=6, jobs=4, group=3)  # under two rows per prefix
+    assert not _worth_sharing(rows=24, jobs=9, group=16)  # 8 single-row prefixes and one of 16: a padded grid

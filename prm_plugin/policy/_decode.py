@@ -41,6 +41,13 @@ DROP_FINISHED = 4
 #: Rows read their prefix's KV once (``_shared_prefix``) while there are at least this many
 #: rows per prefix; with fewer, one fused attention over per-row copies is faster.
 SHARE_MIN_ROWS = 2
+#: ... and while the query grid (prefixes x most rows of a prefix) is at most this many
+#: times the rows: very uneven prefixes would make it mostly padding.
+SHARE_MAX_GRID = 2
+
+
+def _worth_sharing(rows: int, jobs: int, group: int) -> bool:
+    return rows >= SHARE_MIN_ROWS * jobs and jobs * group <= SHARE_MAX_GRID * rows
 
 
 @dataclass
@@ -123,12 +130,11 @@ class Decoder:
                 owner.append(u)
         pick = torch.tensor(owner, device=self.device)
         shared = None
-        if len(rows) >= SHARE_MIN_ROWS * len(jobs) and self._shared_ok():
+        if _worth_sharing(len(rows), len(jobs), max(len(job.rows) for job in jobs)) and self._shared_ok():
             # prefix KV stays one entry per job; the rows' cache holds their generated tokens
             shared = SharedPrefix.build(_kv.cache_tensors(cache), mask, pick)
-            cache = _kv.make_cache(self.model, [t.new_zeros((len(rows), *t.shape[1:-2], 0, t.shape[-1]))
-                                                for t in shared.kv])
-            _kv.append_in_place(cache)
+            cache = _kv.growing_cache(self.model, [t.new_zeros((len(rows), *t.shape[1:-2], 0, t.shape[-1]))
+                                                   for t in shared.kv])
             next_pos, logits = next_pos[pick], logits[pick]
         else:
             if self.plain:
@@ -166,10 +172,10 @@ class Decoder:
                 rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep]
                 if shared is not None:
                     shared.select(pick)
-                    if len(rows) < SHARE_MIN_ROWS * shared.mask.shape[0]:  # too few rows per prefix now
+                    if not _worth_sharing(len(rows), shared.mask.shape[0], shared.group):
                         tensors, mask = shared.materialize(_kv.cache_tensors(cache))
-                        cache, shared = _kv.make_cache(self.model, tensors), None
-                        _kv.append_in_place(cache)
+                        cache, shared = _kv.growing_cache(self.model, tensors), None
+                        del tensors
                         mask = self._compact(cache, mask)
                 else:
                     mask = mask[pick]

@@ -37,6 +37,20 @@ def make_cache(model: Any, tensors: list[torch.Tensor] | None) -> Any:
     return DynamicCache(pairs, config=model.config)
 
 
+def growing_cache(model: Any, tensors: list[torch.Tensor], filled: int | None = None) -> Any:
+    """A plain-layout ``DynamicCache`` whose layers are ``GrowingLayer``s over
+    ``[k0, v0, k1, v1, ...]`` themselves (no copy). With ``filled``, only the first
+    ``filled`` positions hold data and the rest is room to append into."""
+    from transformers.cache_utils import DynamicCache
+
+    from prm_plugin.policy._growing_cache import GrowingLayer
+
+    cache = DynamicCache(config=model.config) if model is not None else DynamicCache()
+    n = tensors[0].shape[-2] if filled is None else filled
+    cache.layers = [GrowingLayer.with_room(tensors[i], tensors[i + 1], n) for i in range(0, len(tensors), 2)]
+    return cache
+
+
 def cache_tensors(cache: Any) -> list[torch.Tensor]:
     """``[k0, v0, k1, v1, ...]`` of a plain-layout cache, each ``(batch, heads, seq, dim)``."""
     out: list[torch.Tensor] = []

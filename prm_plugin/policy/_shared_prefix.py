@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 NAME = "prm_plugin_shared_prefix"
 #: The forward keyword that carries the ``SharedPrefix`` to the attention function.
 KWARG = "prm_shared_prefix"
-#: Keyword arguments of attention features this implementation does not have; a model
-#: passing any of them (not None) keeps the plain path.
-_UNSUPPORTED = ("softcap", "position_bias", "s_aux", "sinks", "sliding_window", "output_attentions")
+#: Keyword arguments the attention may receive without changing its result; any other one
+#: that is set (softcap, sinks, position bias, a sliding window, ...) is a feature this
+#: implementation does not have, and the model keeps the plain path.
+_HARMLESS = frozenset({KWARG, "position_ids", "use_cache", "cache_position", "is_causal", "cache",
+                       "past_key_values", "position_embeddings"})
 
 
 @dataclass
@@ -78,7 +80,12 @@ class SharedPrefix:
 
     def _prepare(self) -> None:
         jobs, kv_heads, width, dim = self.kv[0].shape
+        if any(t.shape != self.kv[0].shape for t in self.kv):
+            raise ValueError("Shared-prefix attention needs the same KV shape in every layer.")
+        # keys are kept once, transposed for the score product; kv[2 * layer] is a view of them
         self.keys_t = [k.transpose(-1, -2).reshape(jobs * kv_heads, dim, width) for k in self.kv[0::2]]
+        for layer, kt in enumerate(self.keys_t):
+            self.kv[2 * layer] = kt.view(jobs, kv_heads, dim, width).transpose(-1, -2)
         bias = torch.zeros(self.mask.shape, dtype=self.kv[0].dtype, device=self.mask.device)
         bias = bias.masked_fill(self.mask == 0, float("-inf"))
         self.bias = bias.repeat_interleave(kv_heads, dim=0)[:, None, :]
@@ -102,8 +109,8 @@ class SharedPrefix:
         n = cols.numel()
         if end > n + fed:
             raise RuntimeError(f"KV layout error: row has {n + fed} tokens, asked for {end}.")
-        if start >= n:
-            return [t[row, :, start - n : end - n] for t in suffix]
+        if start >= n:  # a copy: a view would keep the whole decode buffer alive in the cache
+            return [t[row, :, start - n : end - n].clone() for t in suffix]
         return [torch.cat([p[j].index_select(-2, cols[start:end]), t[row, :, : max(0, end - n)]], dim=-2)
                 for p, t in zip(self.kv, suffix, strict=True)]
 
@@ -133,7 +140,7 @@ def attention(
     dim)`` as transformers' attention functions do.
     """
     shared: SharedPrefix | None = kwargs.get(KWARG)
-    bad = [k for k in _UNSUPPORTED if kwargs.get(k) not in (None, False)]
+    bad = [k for k, v in kwargs.items() if k not in _HARMLESS and v is not None and v is not False]
     if shared is None or bad or dropout or query.shape[2] != 1 or attention_mask is not None:
         raise NotImplementedError(
             f"{NAME} serves one-token decode steps with a SharedPrefix and no mask "
@@ -152,8 +159,10 @@ def attention(
     else:
         grid = q.new_zeros((jobs * group, kv_heads, groups, dim)).index_copy_(0, shared.slot, q)
     grid = grid.view(jobs, group, kv_heads, groups, dim).transpose(1, 2).reshape(jobs * kv_heads, group * groups, dim)
-    s1 = torch.baddbmm(shared.bias, grid, pkt)  # (jobs*kvh, group*g, width)
-    lse1, o1 = torch.logsumexp(s1, dim=-1, keepdim=True), torch.bmm(torch.softmax(s1, dim=-1), pv.flatten(0, 1))
+    # scores in the model's dtype, softmax and merge in float32 (as transformers' eager attention)
+    s1 = torch.baddbmm(shared.bias, grid, pkt).float()  # (jobs*kvh, group*g, width)
+    lse1 = torch.logsumexp(s1, dim=-1, keepdim=True)
+    o1 = torch.bmm(torch.softmax(s1, dim=-1).to(pv.dtype), pv.flatten(0, 1)).float()
 
     def back(t: torch.Tensor) -> torch.Tensor:  # (jobs*kvh, group*g, x) -> (rows, kvh, g, x)
         t = t.view(jobs, kv_heads, group, groups, t.shape[-1]).transpose(1, 2)
@@ -162,9 +171,9 @@ def attention(
 
     out, lse1 = back(o1), back(lse1)
     if key.shape[-2]:  # own part: each row against the tokens it generated, merged by log-sum-exp
-        s2 = torch.matmul(q, key.transpose(-1, -2))  # (rows, kvh, g, generated)
+        s2 = torch.matmul(q, key.transpose(-1, -2)).float()  # (rows, kvh, g, generated)
         w1 = torch.sigmoid(lse1 - torch.logsumexp(s2, dim=-1, keepdim=True))
-        out = torch.lerp(torch.matmul(torch.softmax(s2, dim=-1), value), out, w1)
+        out = torch.lerp(torch.matmul(torch.softmax(s2, dim=-1).to(value.dtype), value).float(), out, w1)
     return out.reshape(rows, 1, heads, dim).to(query.dtype), None
 
 

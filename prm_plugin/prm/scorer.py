@@ -263,7 +263,7 @@ def _prefix_cache(jobs: list[_Job], P: int, room: int = 0) -> Any:
     for ``room`` more positions so the forward appends the new tokens in place."""
     from transformers import DynamicCache
 
-    from prm_plugin.policy._growing_cache import GrowingLayer
+    from prm_plugin.policy._kv import growing_cache
 
     if P == 0:
         return DynamicCache()
@@ -278,9 +278,7 @@ def _prefix_cache(jobs: list[_Job], P: int, room: int = 0) -> Any:
             keys[:, b, :, start:end] = node.keys
             values[:, b, :, start:end] = node.values
             start = end
-    cache = DynamicCache([(keys[layer, :, :, :P], values[layer, :, :, :P]) for layer in range(L)])
-    cache.layers = [GrowingLayer.with_room(keys[layer], values[layer], P) for layer in range(L)]
-    return cache
+    return growing_cache(None, [t for layer in range(L) for t in (keys[layer], values[layer])], filled=P)
 
 
 def _plan_batches(jobs: list[_Job], batch_size: int, max_tokens: int) -> list[list[int]]:
