@@ -65,7 +65,7 @@ class SharedPrefix:
 
     @classmethod
     def build(cls, kv: list[torch.Tensor], mask: torch.Tensor, job: torch.Tensor) -> SharedPrefix:
-        out = cls(kv, mask, job)
+        out = cls(list(kv), mask, job)  # _prepare replaces the keys by views: not the caller's list
         out._prepare()
         return out
 
@@ -223,7 +223,7 @@ def _probe(model: Any) -> bool:
     prompt = (torch.arange(5, device=device) * 7 + 3) % vocab
     kv = _kv.cache_tensors(output_cache(model(input_ids=prompt[None], use_cache=True)))
     plain = _kv.make_cache(model, [t.repeat(2, 1, 1, 1) for t in kv])
-    suffix = _kv.make_cache(model, [t.new_zeros((2, *t.shape[1:-2], 0, t.shape[-1])) for t in kv])
+    suffix = _kv.growing_cache(model, [t.new_zeros((2, *t.shape[1:-2], 0, t.shape[-1])) for t in kv])  # as decoding
     shared = SharedPrefix.build(kv, torch.ones((1, 5), device=device), torch.zeros(2, dtype=torch.long, device=device))
     tol = 1e-4 if kv[0].dtype == torch.float32 else 3e-2
     for step, pair in enumerate(((11, 13), (17, 19))):
