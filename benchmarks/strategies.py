@@ -136,7 +136,7 @@ def main() -> None:
         print(json.dumps(rows))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "strategies.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / "prm_plugin.strategies.json").write_text(json.dumps(rows, indent=2) + "\n")
     try:
         for path in plot(rows, args.out):
             print(f"plot: {path}")

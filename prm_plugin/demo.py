@@ -54,8 +54,7 @@ def run_demo(argv: Sequence[str]) -> list[dict[str, Any]]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import task_configs
-    from prm_plugin import world
+    from prm_plugin import task_configs, world
 
     args = _args(argv)
     folder = args.world or world.ASSETS

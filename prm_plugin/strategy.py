@@ -1,61 +1,43 @@
-"""What a search strategy is: a class with a typed ``Params`` dataclass and ``search``.
+"""What a search strategy is, and everything its author needs, from one import.
 
-A strategy maps ``(problems, policy, prm, budget)`` to one ``SearchResult`` per
-problem. Params come from Python (``BeamSearch.Params(beam_width=4)``) or from
-strings (lm-eval ``model_args``, CLI flags) through ``params_from_kwargs``, which
-converts types and rejects unknown keys with the list of valid ones.
+A strategy is a class with a ``name``, a typed ``Params`` dataclass and ``search``,
+mapping ``(problems, policy, prm, budget)`` to one ``SearchResult`` per problem. Its
+``search`` starts a ``SearchRun`` (``self.start(...)``) and speaks only to it; see
+``prm_plugin.search_run`` for the author API. A complete strategy::
+
+    @dataclass
+    class ShortestParams(StrategyParams):
+        temperature: float = 0.7
+
+    class Shortest(Strategy):
+        name, Params, needs_prm = "shortest", ShortestParams, False
+
+        def search(self, problems, policy, prm, budget):
+            run = self.start(problems, policy, prm, budget)
+            results = []
+            for i, ends in enumerate(run.sample(budget.n)):
+                tree = run.trees[i]
+                best = min(range(len(ends)), key=lambda k: tree.nodes[ends[k]].total_tokens)
+                results.append(run.finish(i, ends, best, {}, scored=False))
+            return results
+
+Params come from Python (``BeamSearch.Params(beam_width=4)``) or from strings
+(``model_args``, CLI flags) through ``params_from_kwargs``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import time
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from prm_plugin.params import StrategyParams, param_names, params_from_kwargs
 from prm_plugin.policy.base import Policy
-from prm_plugin.prm.base import AGGREGATIONS, RewardModel
+from prm_plugin.prm.base import RewardModel
 from prm_plugin.search import Budget, Problem, SearchResult
-
-
-@dataclass
-class StrategyParams:
-    """Settings shared by every strategy.
-
-    Attributes:
-        temperature: sampling temperature of the policy (0 = greedy).
-        top_p: nucleus sampling mass.
-        seed: base seed; a run is reproducible given the seed.
-        aggregation: how step scores become a candidate score (min, last, prod, mean).
-        step_delimiter: string between steps; None takes the domain's default
-            (``prm_plugin.steps.default_delimiter``).
-        max_step_tokens: cap on tokens per generated step.
-    """
-
-    temperature: float = 0.8
-    top_p: float = 1.0
-    seed: int = 0
-    aggregation: str = "min"
-    step_delimiter: str | None = None
-    max_step_tokens: int = 256
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}."
-            )
-        if self.step_delimiter == "":
-            raise ValueError("step_delimiter must be a non-empty string, or None for the domain default.")
-        if self.max_step_tokens < 1:
-            raise ValueError(f"max_step_tokens must be >= 1, got {self.max_step_tokens}.")
+from prm_plugin.search_run import SEED_STRIDE, NodeRef, SearchRun
+from prm_plugin.tree import SearchTree, best_index
 
 
 class Strategy:
@@ -64,7 +46,9 @@ class Strategy:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[StrategyParams]] = StrategyParams
-    #: Whether ``search`` can run with ``prm=None``.
+    #: Whether ``search`` calls the PRM. ``start`` refuses ``prm=None`` when it does, and
+    #: hands the run no PRM when it does not. Override ``requires_prm`` when the need
+    #: depends on the parameters (``majority`` needs one only with ``weighted=true``).
     needs_prm: ClassVar[bool] = True
     #: The time source ``budget.max_seconds`` is measured with (tests swap in a fake clock).
     clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -78,81 +62,66 @@ class Strategy:
                 f"{type(self).__name__} expects {self.Params.__name__}, got {type(self.params).__name__}."
             )
 
+    def requires_prm(self) -> bool:
+        """Whether this instance's search calls the PRM (default: the class's ``needs_prm``)."""
+        return self.needs_prm
+
+    def start(
+        self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
+    ) -> SearchRun:
+        """A ``SearchRun`` over ``problems`` with this strategy's params and clock.
+
+        Raises:
+            ValueError: the strategy needs a PRM and ``prm`` is None.
+        """
+        needs = check_prm(self, prm is not None)
+        return SearchRun(problems, policy, prm if needs else None, budget, self.params,
+                         strategy=self.name, clock=self.clock)
+
     def search(
-        self,
-        problems: Sequence[Problem],
-        policy: Policy,
-        prm: RewardModel | None,
-        budget: Budget,
+        self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget,
     ) -> list[SearchResult]:
         raise NotImplementedError
 
 
-def param_names(params_cls: type[StrategyParams]) -> list[str]:
-    return [f.name for f in dataclasses.fields(params_cls)]
+def requires_prm(strategy: Any) -> bool:
+    """Whether ``strategy`` (any object with the strategy contract) calls a PRM."""
+    method = getattr(strategy, "requires_prm", None)
+    return bool(method()) if callable(method) else bool(getattr(strategy, "needs_prm", True))
 
 
-def params_from_kwargs(params_cls: type[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Build a params dataclass from (possibly string) values.
-
-    Strings are converted to the field's type (``"4"`` -> 4, ``"true"`` -> True,
-    ``"none"`` -> None where allowed). Unknown keys raise a ``ValueError`` naming the
-    closest valid key and listing all of them.
-
-    >>> params_from_kwargs(StrategyParams, {"temperature": "0.5", "seed": "3"}).seed
-    3
-    """
-    valid = {f.name: f for f in dataclasses.fields(params_cls)}
-    unknown = [k for k in kwargs if k not in valid]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, list(valid), n=1)
-        hint = f" Did you mean: {close[0]}?" if close else ""
+def check_prm(strategy: Any, has_prm: bool) -> bool:
+    """Refuse a strategy that needs a PRM when none is given (the one place this is
+    checked: ``Strategy.start`` and the harnesses, before any model loads); return
+    whether the strategy needs one."""
+    needs = requires_prm(strategy)
+    if needs and not has_prm:
+        name = getattr(strategy, "name", type(strategy).__name__)
         raise ValueError(
-            f"Unknown parameter {key!r} for {params_cls.__name__}.{hint} "
-            f"Valid parameters: {', '.join(sorted(valid))}."
+            f"Strategy {name!r}{_settings(getattr(strategy, 'params', None))} needs a PRM, but none was "
+            "given (prm=None). Pass a PRM (prm=<path or Hub id> in model_args, --prm on the command line), "
+            f"or choose settings or a strategy that need none (strategies without a PRM: {_prm_free()})."
         )
-    hints = typing.get_type_hints(params_cls)
-    converted = {k: _convert(k, v, hints[k]) for k, v in kwargs.items()}
-    return params_cls(**converted)
+    return needs
 
 
-def _convert(name: str, value: Any, annotation: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    args = typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        # only a literal empty string means None: "\n" (a delimiter) is all whitespace
-        if type(None) in args and (value == "" or value.strip().lower() in ("none", "null")):
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(name, value, arg)
-            except ValueError:
-                continue
-        raise ValueError(f"Parameter {name}={value!r} is not a valid {annotation}.")
-    if origin is typing.Literal:
-        if value in args:
-            return value
-        raise ValueError(f"Parameter {name}={value!r}: choose one of {', '.join(map(str, args))}.")
-    if annotation is bool:
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"Parameter {name}={value!r} must be a boolean (true/false).")
-    if annotation in (int, float):
-        try:
-            return annotation(value)
-        except ValueError:
-            raise ValueError(
-                f"Parameter {name}={value!r} must be {'an integer' if annotation is int else 'a number'}."
-            ) from None
-    if annotation is str:
-        # model_args cannot carry a literal newline; accept the usual escapes.
-        return value.replace("\\n", "\n").replace("\\t", "\t")
-    return value
+def _settings(params: Any) -> str:
+    """`` (weighted=True)``: the params that differ from their defaults, for messages."""
+    if not dataclasses.is_dataclass(params):
+        return ""
+    changed = [f"{f.name}={getattr(params, f.name)!r}" for f in dataclasses.fields(params)
+               if f.default is not dataclasses.MISSING and getattr(params, f.name) != f.default]
+    return f" ({', '.join(changed)})" if changed else ""
+
+
+def _prm_free() -> str:
+    from prm_plugin.plugins import list_strategies
+
+    names = sorted(n for n, reg in list_strategies().items() if not getattr(reg.obj, "needs_prm", True))
+    return ", ".join(names) or "none registered"
+
+
+__all__ = [
+    "SEED_STRIDE", "NodeRef", "SearchRun", "SearchTree", "Strategy", "StrategyParams", "best_index",
+    "check_prm", "param_names", "params_from_kwargs", "requires_prm",
+]

@@ -13,32 +13,18 @@ extended. A step cut by the per-step token cap (``"length"``) therefore ends its
 candidate, as in search-and-learn: cutting a runaway step at an arbitrary token and
 carrying on would invent a step boundary.
 
-``SearchRun`` is one batch search: it makes the batched policy and PRM calls, books
-their cost on each problem, applies the budget caps and assembles ``SearchResult``.
-It is the piece a third-party strategy reuses to get measured ``Cost`` for free.
+Strategies grow trees through ``prm_plugin.search_run.SearchRun`` and read them here.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from prm_plugin.policy.base import Policy
 from prm_plugin.prm.base import RewardModel, aggregate
-from prm_plugin.search import (
-    Budget,
-    Candidate,
-    Cost,
-    PrefixProposals,
-    PRMQuery,
-    Problem,
-    SearchResult,
-    StepScores,
-)
-from prm_plugin.steps import default_delimiter
-from prm_plugin.strategy import StrategyParams
+from prm_plugin.search import Candidate, PRMQuery, Problem
 
 
 @dataclass
@@ -234,150 +220,6 @@ class SearchTree:
                 row.update(visits=n.visits, value=n.value, prior=n.prior)
             rows.append(row)
         return rows
-
-
-@dataclass(frozen=True)
-class Request:
-    """One prefix to continue, for problem ``problem`` (an index into the batch)."""
-
-    problem: int
-    prefix: str
-    max_tokens: int
-
-
-class SearchRun:
-    """One batch search: batched calls, per-problem cost, caps and results.
-
-    Caps are checked between rounds (``live``): a problem whose generated policy
-    tokens reached ``budget.max_policy_tokens`` stops with ``stopped_by =
-    "max_policy_tokens"``; when ``budget.max_seconds`` have passed every problem
-    still running stops with ``"max_seconds"``. A round that has started finishes,
-    so a cap is overshot by at most one round. ``Cost.seconds`` is the wall time of
-    the whole batch search, the same for every problem of the batch.
-
-    Calls are batched over problems; problems with different final stop strings
-    cannot share a policy call (``final_stop`` is per call), so a batch that mixes
-    them makes one call per distinct setting in a round. Nor can requests with
-    different token caps, unless the policy takes one cap per prefix
-    (``per_prefix_max_tokens``, as the HF and vLLM policies do).
-    """
-
-    def __init__(
-        self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None,
-        budget: Budget, params: StrategyParams, *, clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.problems = list(problems)
-        self.policy, self.prm, self.budget, self.params = policy, prm, budget, params
-        self.delimiters = [params.step_delimiter or default_delimiter(p.domain) for p in self.problems]
-        self.costs = [Cost() for _ in self.problems]
-        self.clock = clock
-        self.start = clock()
-
-    def tree(self, i: int) -> SearchTree:
-        return SearchTree(self.problems[i], self.delimiters[i])
-
-    def seed(self, round_index: int) -> int:
-        """A per-round seed: rounds differ, and a problem's seeds do not depend on its batch."""
-        return self.params.seed * 1_000_003 + round_index
-
-    def live(self, indices: Sequence[int]) -> list[int]:
-        """Apply the caps to ``indices`` and return the problems that may run another round."""
-        cap, out = self.budget.max_policy_tokens, []
-        timed_out = self.budget.max_seconds is not None and self.elapsed() >= self.budget.max_seconds
-        for i in indices:
-            cost = self.costs[i]
-            if cost.stopped_by is None and cap is not None and cost.policy_generated_tokens >= cap:
-                cost.stopped_by = "max_policy_tokens"
-            if cost.stopped_by is None and timed_out:
-                cost.stopped_by = "max_seconds"
-            if cost.stopped_by is None:
-                out.append(i)
-        return out
-
-    def elapsed(self) -> float:
-        return self.clock() - self.start
-
-    def propose(
-        self, requests: Sequence[Request], *, n: int, step: bool, temperature: float, round_index: int,
-    ) -> list[PrefixProposals]:
-        """Continue every request's prefix ``n`` times; one call per stop setting.
-
-        ``step=True`` stops at the step delimiter, ``False`` runs to the end of the
-        solution. Every request keeps its own ``max_tokens``, so a continuation is the
-        same whatever else shares the batch: a policy with ``per_prefix_max_tokens``
-        gets one cap per prefix; any other gets one call per distinct cap.
-        """
-        per_prefix = bool(getattr(self.policy, "per_prefix_max_tokens", False))
-        groups: dict[tuple[tuple[str, ...], tuple[str, ...], int], list[int]] = {}
-        for k, r in enumerate(requests):
-            stop: tuple[str, ...] = (self.delimiters[r.problem],) if step else ()
-            cap = 0 if per_prefix else r.max_tokens
-            groups.setdefault((stop, tuple(self.problems[r.problem].stop), cap), []).append(k)
-        out: list[PrefixProposals | None] = [None] * len(requests)
-        for (stop, final_stop, _), ks in groups.items():
-            prefixes = [requests[k].prefix for k in ks]
-            caps = [requests[k].max_tokens for k in ks]
-            # a list only reaches policies that declared per_prefix_max_tokens
-            max_tokens: Any = caps[0] if len(set(caps)) == 1 else caps
-            got = self.policy.propose(
-                prefixes, n=n, stop=list(stop), final_stop=list(final_stop),
-                max_tokens=max_tokens, temperature=temperature,
-                top_p=self.params.top_p, seed=self.seed(round_index),
-            )
-            if len(got) != len(ks) or any(len(g) != n for g in got):
-                raise RuntimeError(
-                    f"{type(self.policy).__name__}.propose returned {[len(g) for g in got]} proposals "
-                    f"for {len(ks)} prefixes with n={n}; the Policy contract asks for n per prefix."
-                )
-            for k, group in zip(ks, got, strict=True):
-                out[k] = group
-                self.costs[requests[k].problem].add_proposals(group)
-            for i in {requests[k].problem for k in ks}:
-                self.costs[i].policy_calls += 1
-        return [g for g in out if g is not None]
-
-    def score(self, items: Sequence[tuple[int, PRMQuery]]) -> list[StepScores]:
-        """Score ``(problem index, query)`` pairs in one PRM call."""
-        if not items:
-            return []
-        if self.prm is None:
-            raise ValueError("This search needs a PRM to score steps, but prm=None was given.")
-        got = self.prm.score([q for _, q in items])
-        if len(got) != len(items) or any(len(s.scores) != len(q.steps) for s, (_, q) in zip(got, items, strict=False)):
-            raise RuntimeError(
-                f"{type(self.prm).__name__}.score returned results that do not match its queries "
-                "(one StepScores per query, one score per step)."
-            )
-        for (i, _), result in zip(items, got, strict=True):
-            self.costs[i].prm_tokens += result.tokens
-        for i in {i for i, _ in items}:
-            self.costs[i].prm_calls += 1
-        return got
-
-    def score_nodes(self, trees: Sequence[SearchTree], items: Sequence[tuple[int, int]]) -> None:
-        """Score the paths to ``(problem index, node id)`` pairs in one PRM call and store
-        the step scores on the trees (``trees`` is indexed by problem). Repeats are scored once."""
-        unique = list(dict.fromkeys(items))
-        results = self.score([(i, trees[i].query(node)) for i, node in unique])
-        for (i, node), result in zip(unique, results, strict=True):
-            trees[i].set_scores(node, result.scores)
-
-    def result(
-        self, i: int, candidates: list[Candidate], chosen: int | None, trace: dict[str, Any],
-        strategy: str, tree: SearchTree | None = None,
-    ) -> SearchResult:
-        """Finish problem ``i``: tree accounting, wall time, final text."""
-        cost = self.costs[i]
-        cost.seconds = self.elapsed()
-        if tree is not None:
-            if self.prm is not None and any(n.score is not None for n in tree.nodes[1:]):
-                cost.unique_tokens = tree.unique_prm_tokens(self.prm)
-            else:
-                cost.unique_tokens = tree.unique_policy_tokens(self.policy)
-            cost.unique_prompt_tokens = tree.extended_prompt_tokens(self.policy)
-        text = candidates[chosen].text(self.delimiters[i]) if chosen is not None else ""
-        return SearchResult(text=text, candidates=candidates, chosen=chosen, cost=cost,
-                            trace=trace, strategy=strategy)
 
 
 def best_index(scores: Sequence[float | None]) -> int | None:

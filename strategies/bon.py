@@ -11,9 +11,7 @@ import prm_plugin
 from prm_plugin.policy.base import Policy
 from prm_plugin.prm.base import RewardModel
 from prm_plugin.search import Budget, Problem, SearchResult
-from prm_plugin.strategy import Strategy, StrategyParams
-from prm_plugin.tree import SearchRun, best_index
-from strategies._solutions import sample_solutions, solution_trees
+from prm_plugin.strategy import Strategy, StrategyParams, best_index
 
 
 @dataclass
@@ -54,26 +52,19 @@ class BestOfN(Strategy):
     def search(
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
     ) -> list[SearchResult]:
-        if prm is None:
-            raise ValueError(
-                "Strategy 'bon' ranks solutions with a PRM, but prm=None was given. "
-                "Pass a PRM, or use 'majority' or 'greedy', which need none."
-            )
         p = self.params
-        run = SearchRun(problems, policy, prm, budget, p, clock=self.clock)
-        samples = sample_solutions(run, budget.n, temperature=p.temperature, per_call=p.samples_per_call)
-        trees, nodes = solution_trees(run, samples)
-        run.score_nodes(trees, [(i, k) for i, ids in enumerate(nodes) for k in ids])
+        run = self.start(problems, policy, prm, budget)
+        solutions = run.sample(budget.n, per_call=p.samples_per_call)
+        run.score([(i, k) for i, ends in enumerate(solutions) for k in ends])
         results = []
-        for i, tree in enumerate(trees):
-            candidates = [tree.candidate(k, p.aggregation) for k in nodes[i]]
-            chosen = best_index([c.score for c in candidates])
+        for i, ends in enumerate(solutions):
+            scores = [run.aggregate(i, k) for k in ends]
             trace: dict[str, Any] = {
                 "aggregation": p.aggregation,
-                "scores": [c.score for c in candidates],
-                "stop_reasons": [tree.nodes[k].stop_reason for k in nodes[i]],
+                "scores": scores,
+                "stop_reasons": [run.trees[i].nodes[k].stop_reason for k in ends],
             }
-            results.append(run.result(i, candidates, chosen, trace, self.name, tree))
+            results.append(run.finish(i, ends, best_index(scores), trace))
         return results
 
 

@@ -11,8 +11,6 @@ from prm_plugin.policy.base import Policy
 from prm_plugin.prm.base import RewardModel
 from prm_plugin.search import Budget, Problem, SearchResult
 from prm_plugin.strategy import Strategy, StrategyParams
-from prm_plugin.tree import SearchRun
-from strategies._solutions import sample_solutions, solution_trees
 
 
 @dataclass
@@ -44,12 +42,11 @@ class Greedy(Strategy):
     def search(
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
     ) -> list[SearchResult]:
-        run = SearchRun(problems, policy, None, budget, self.params, clock=self.clock)
-        trees, nodes = solution_trees(run, sample_solutions(run, 1, temperature=0.0))
+        run = self.start(problems, policy, prm, budget)
         return [
-            run.result(i, [tree.candidate(k, None) for k in nodes[i]], 0 if nodes[i] else None,
-                       {"stop_reasons": [tree.nodes[k].stop_reason for k in nodes[i]]}, self.name, tree)
-            for i, tree in enumerate(trees)
+            run.finish(i, ends, 0 if ends else None,
+                       {"stop_reasons": [run.trees[i].nodes[k].stop_reason for k in ends]}, scored=False)
+            for i, ends in enumerate(run.sample(1, temperature=0.0))
         ]
 
 

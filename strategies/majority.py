@@ -11,10 +11,8 @@ import prm_plugin
 from prm_plugin.plugins import get_answer_key
 from prm_plugin.policy.base import Policy
 from prm_plugin.prm.base import RewardModel
-from prm_plugin.search import Budget, Candidate, Problem, SearchResult
-from prm_plugin.strategy import Strategy, StrategyParams
-from prm_plugin.tree import SearchRun, best_index
-from strategies._solutions import sample_solutions, solution_trees
+from prm_plugin.search import Budget, Problem, SearchResult
+from prm_plugin.strategy import Strategy, StrategyParams, best_index
 
 
 @dataclass
@@ -86,39 +84,33 @@ class MajorityVote(Strategy):
     needs_prm = False
     params: MajorityParams
 
+    def requires_prm(self) -> bool:
+        return self.params.weighted
+
     def search(
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
     ) -> list[SearchResult]:
         p = self.params
-        if p.weighted and prm is None:
-            raise ValueError(
-                "majority with weighted=true sums PRM scores per answer, but prm=None was given. "
-                "Pass a PRM, or set weighted=false."
-            )
-        run = SearchRun(problems, policy, prm if p.weighted else None, budget, p, clock=self.clock)
-        samples = sample_solutions(run, budget.n, temperature=p.temperature, per_call=p.samples_per_call)
-        trees, nodes = solution_trees(run, samples)
+        run = self.start(problems, policy, prm, budget)
+        solutions = run.sample(budget.n, per_call=p.samples_per_call)
         if p.weighted:
-            run.score_nodes(trees, [(i, k) for i, ids in enumerate(nodes) for k in ids])
+            run.score([(i, k) for i, ends in enumerate(solutions) for k in ends])
         results = []
-        for i, tree in enumerate(trees):
-            candidates = [tree.candidate(k, p.aggregation if p.weighted else None) for k in nodes[i]]
-            chosen, trace = self._vote(run.problems[i], candidates, tree.delimiter)
-            results.append(run.result(i, candidates, chosen, trace, self.name, tree))
+        for i, ends in enumerate(solutions):
+            key = get_answer_key(run.problems[i].domain)
+            answers = [key.extract(run.trees[i].text(k), run.problems[i]) for k in ends]
+            weights = [run.aggregate(i, k) for k in ends] if p.weighted else [1.0] * len(ends)
+            chosen, trace = self._vote(answers, weights, key.equivalent)
+            results.append(run.finish(i, ends, chosen, trace, scored=p.weighted, answers=answers))
         return results
 
     def _vote(
-        self, problem: Problem, candidates: list[Candidate], delimiter: str
+        self, answers: list[str | None], weights: list[float], equivalent: Callable[[str, str], bool]
     ) -> tuple[int | None, dict[str, Any]]:
-        key = get_answer_key(problem.domain)
-        for c in candidates:
-            c.answer = key.extract(c.text(delimiter), problem)
-        answers = [c.answer for c in candidates]
-        groups = group_answers(answers, key.equivalent)
-        weights = [c.score or 0.0 for c in candidates] if self.params.weighted else [1.0] * len(candidates)
+        groups = group_answers(answers, equivalent)
         winner = elect(groups, weights)
         if winner is None:
-            chosen = best_index(weights) if candidates else None
+            chosen = best_index(weights) if answers else None
         elif self.params.weighted:
             chosen = groups[winner][best_index([weights[k] for k in groups[winner]]) or 0]
         else:

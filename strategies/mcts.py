@@ -12,10 +12,8 @@ import prm_plugin
 from prm_plugin.policy.base import Policy
 from prm_plugin.prm.base import RewardModel
 from prm_plugin.search import Budget, Problem, SearchResult
-from prm_plugin.steps import split_steps
-from prm_plugin.strategy import Strategy, StrategyParams
-from prm_plugin.tree import Request, SearchRun, SearchTree
-from strategies._puct import backup, best_child, select, set_priors
+from prm_plugin.strategies._puct import backup, best_child, select, set_priors
+from prm_plugin.strategy import SearchRun, SearchTree, Strategy, StrategyParams
 
 
 @dataclass
@@ -110,10 +108,7 @@ class MCTS(Strategy):
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
     ) -> list[SearchResult]:
         p = self.params
-        if prm is None:
-            raise ValueError("Strategy 'mcts' values nodes with a PRM, but prm=None was given. Pass a PRM.")
-        run = SearchRun(problems, policy, prm, budget, p, clock=self.clock)
-        trees = [run.tree(i) for i in range(len(problems))]
+        run = self.start(problems, policy, prm, budget)
         target = p.simulations or math.ceil(budget.n / p.expansion_width)
         sims = [0] * len(problems)
         rollouts: list[dict[int, int]] = [{} for _ in problems]  # node id -> rollout end id
@@ -121,12 +116,12 @@ class MCTS(Strategy):
         log: list[list[dict[str, Any]]] = [[] for _ in problems]  # every selection, in order
         rnd = 0
         while live := run.live([i for i in range(len(problems)) if sims[i] < target]):
-            leaves = [(i, path) for i in live for path in self._select(trees[i], sims, i, target, log[i], rnd)]
+            leaves = [(i, path) for i in live for path in self._select(run.trees[i], sims, i, target, log[i], rnd)]
             if leaves:
-                self._expand(run, trees, leaves, rollouts, rngs, rnd)
+                self._expand(run, leaves, rollouts, rngs, rnd)
             rnd += 1
-        finals = self._finals(run, trees, rollouts, rnd)
-        return [self._result(run, i, trees[i], finals[i], sims[i], log[i]) for i in range(len(problems))]
+        finals = self._finals(run, rollouts, rnd)
+        return [self._result(run, i, finals[i], sims[i], log[i]) for i in range(len(problems))]
 
     def _terminal(self, tree: SearchTree, node_id: int) -> bool:
         node = tree.nodes[node_id]
@@ -154,32 +149,23 @@ class MCTS(Strategy):
         return paths
 
     def _expand(
-        self, run: SearchRun, trees: list[SearchTree], leaves: list[tuple[int, list[int]]],
-        rollouts: list[dict[int, int]], rngs: list[random.Random], rnd: int,
+        self, run: SearchRun, leaves: list[tuple[int, list[int]]], rollouts: list[dict[int, int]],
+        rngs: list[random.Random], rnd: int,
     ) -> None:
         """Expand every selected leaf (one policy call), value the new children, back up."""
         p = self.params
-        cap = p.max_step_tokens
-        requests = [Request(i, trees[i].prefix(path[-1]), min(cap, trees[i].remaining_tokens(path[-1])))
-                    for i, path in leaves]
-        got = run.propose(requests, n=p.expansion_width, step=True, temperature=p.temperature, round_index=rnd)
-        born: list[tuple[int, int]] = []
-        for (i, path), group in zip(leaves, got, strict=True):
-            trees[i].nodes[path[-1]].extended = True
-            for prop in group:
-                node, new = trees[i].add(path[-1], prop.text, n_tokens=prop.n_tokens, stop_reason=prop.stop_reason)
-                if new:
-                    born.append((i, node.id))
+        got = run.expand([(i, path[-1]) for i, path in leaves], p.expansion_width, round_index=rnd)
+        born = [(i, child) for (i, _), kids in zip(leaves, got, strict=True) for child in kids]
         ends: dict[tuple[int, int], int] = {}
         if p.value == "rollout":
-            todo = [(i, c) for i, c in born if not self._terminal(trees[i], c)]
-            ends = self._rollout(run, trees, todo, greedy=p.rollout == "greedy", rnd=rnd)
+            todo = [(i, c) for i, c in born if not self._terminal(run.trees[i], c)]
+            ends = self._rollout(run, todo, greedy=p.rollout == "greedy", rnd=rnd)
             if p.rollout == "greedy":
                 for (i, c), end in ends.items():
                     rollouts[i][c] = end
-        run.score_nodes(trees, [(i, ends.get((i, c), c)) for i, c in born])
+        run.score([(i, ends.get((i, c), c)) for i, c in born])
         for i, path in leaves:
-            tree = trees[i]
+            tree = run.trees[i]
             noise = (rngs[i], p.dirichlet_alpha, p.dirichlet_epsilon) if path[-1] == 0 else None
             set_priors(tree, path[-1], noise)
             for child in tree.children(path[-1]):
@@ -192,29 +178,18 @@ class MCTS(Strategy):
                 backup(tree, path, value)
 
     def _rollout(
-        self, run: SearchRun, trees: list[SearchTree], todo: list[tuple[int, int]], *, greedy: bool, rnd: int
+        self, run: SearchRun, todo: list[tuple[int, int]], *, greedy: bool, rnd: int
     ) -> dict[tuple[int, int], int]:
         """Complete each ``(problem, node)`` to the end of the solution in one policy call."""
         if not todo:
             return {}
-        requests = [Request(i, trees[i].prefix(c), trees[i].remaining_tokens(c)) for i, c in todo]
-        temperature = 0.0 if greedy else self.params.temperature
-        got = run.propose(requests, n=1, step=False, temperature=temperature, round_index=rnd)
-        ends = {}
-        for (i, c), group in zip(todo, got, strict=True):
-            tree, prop = trees[i], group[0]
-            tree.nodes[c].extended = True
-            steps = split_steps(prop.text, tree.problem.domain, tree.delimiter)
-            ends[i, c] = tree.add_path(c, steps, role="rollout", n_tokens=prop.n_tokens,
-                                       stop_reason=prop.stop_reason).id
-        return ends
+        got = run.complete(todo, round_index=rnd, temperature=0.0 if greedy else None)
+        return {key: ends[0] for key, ends in zip(todo, got, strict=True)}
 
-    def _finals(
-        self, run: SearchRun, trees: list[SearchTree], rollouts: list[dict[int, int]], rnd: int
-    ) -> list[int]:
+    def _finals(self, run: SearchRun, rollouts: list[dict[int, int]], rnd: int) -> list[int]:
         """The final node per problem; unfinished most-visited paths are completed together."""
         finals, todo = [], []
-        for i, tree in enumerate(trees):
+        for i, tree in enumerate(run.trees):
             best = self._best_finished(tree)
             node = 0
             while kids := tree.children(node):
@@ -229,8 +204,8 @@ class MCTS(Strategy):
                 else:
                     todo.append((i, node))
             finals.append(node)
-        ends = self._rollout(run, trees, todo, greedy=True, rnd=rnd)
-        run.score_nodes(trees, [(i, e) for (i, _), e in ends.items()])
+        ends = self._rollout(run, todo, greedy=True, rnd=rnd)
+        run.score([(i, e) for (i, _), e in ends.items()])
         for (i, _), end in ends.items():
             finals[i] = end
         return finals
@@ -241,16 +216,13 @@ class MCTS(Strategy):
             return None
         return max(done, key=lambda k: (tree.aggregate(k, self.params.aggregation), -k))
 
-    def _result(
-        self, run: SearchRun, i: int, tree: SearchTree, final: int, sims: int, log: list[dict[str, Any]]
-    ) -> SearchResult:
-        agg = self.params.aggregation
+    def _result(self, run: SearchRun, i: int, final: int, sims: int, log: list[dict[str, Any]]) -> SearchResult:
+        tree = run.trees[i]
         ids = sorted({n.id for n in tree.nodes[1:] if n.finished and n.score is not None} | {final})
-        candidates = [tree.candidate(k, agg) for k in ids]
-        trace = {"aggregation": agg, "selection": self.params.selection, "c": self.params.c,
+        trace = {"aggregation": self.params.aggregation, "selection": self.params.selection, "c": self.params.c,
                  "simulations": sims, "selections": log, "final_path": tree.path(final),
                  "nodes": tree.to_json(mcts=True)}
-        return run.result(i, candidates, ids.index(final), trace, self.name, tree)
+        return run.finish(i, ids, ids.index(final), trace)
 
 
 @prm_plugin.hookimpl

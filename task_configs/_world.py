@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from task_configs import _data
+from prm_plugin.task_configs import _data
 
 
 def load(task: str, world_set: str, metadata: Mapping[str, Any]) -> Any:

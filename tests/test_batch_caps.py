@@ -18,8 +18,7 @@ from tiny import build_causal_lm
 
 from prm_plugin.policy._request import token_caps
 from prm_plugin.search import Budget, PrefixProposals, Problem, Proposal
-from prm_plugin.strategy import StrategyParams
-from prm_plugin.tree import Request, SearchRun
+from prm_plugin.strategy import SearchRun, StrategyParams
 
 PROMPTS = ["Question: what is 12 - 5? Let's think step by step.\n\n", "x = [1, 2, 3]\n\n"]
 
@@ -86,12 +85,11 @@ class CapRecorder:
 
 @pytest.mark.parametrize("per_prefix", [True, False])
 def test_search_run_keeps_each_request_cap(per_prefix: bool) -> None:
-    problems = [Problem(prompt=f"P{i}:", question="q", max_tokens=50) for i in range(3)]
+    problems = [Problem(prompt=f"P{i}:", question="q", max_tokens=cap) for i, cap in enumerate((8, 3, 8))]
     policy = CapRecorder(per_prefix)
     run = SearchRun(problems, policy, None, Budget(n=1), StrategyParams())  # type: ignore[arg-type]
-    requests = [Request(0, "P0:", 8), Request(1, "P1:", 3), Request(2, "P2:", 8)]
-    got = run.propose(requests, n=2, step=True, temperature=1.0, round_index=0)
-    assert len(got) == 3 and all(len(g) == 2 for g in got)
+    got = run.expand([(0, 0), (1, 0), (2, 0)], 2, round_index=0)  # each step capped by what its problem has left
+    assert got == [[1], [1], [1]]  # both samples of each prefix are the same step
     if per_prefix:
         assert policy.calls == [(["P0:", "P1:", "P2:"], [8, 3, 8])]
     else:

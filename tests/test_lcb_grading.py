@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from prm_plugin.grading import livecodebench as _code
 from prm_plugin.integrations import livecodebench as lcb
-from task_configs import _code
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lcb"
 SOLUTIONS: dict[str, dict[str, list[str]]] = json.loads((FIXTURES / "solutions.json").read_text())

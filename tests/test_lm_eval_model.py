@@ -69,7 +69,8 @@ def test_repeats_are_independent_searches_with_their_own_seed(add_strategy):
     req = _instance("What is 2 + 3?", {"until": [], "max_gen_toks": 8})
     texts = lm.generate_until([req, req, req])
     assert texts == [" 2 + 3 = 5\n\nThe answer is 5"] * 3
-    seeds = [lm._strategy_for(*lm._sampling(j)).params.seed for j in lm._jobs.build([req, req, req])]
+    seeds = [lm.session.strategy_for(j.repeat, j.temperature, j.top_p).params.seed
+             for j in lm._jobs.build([req, req, req])]
     assert len(set(seeds)) == 3 and seeds[0] == 0
     assert sorted(p.uid for b in add_strategy.batches for p in b) == ["t/0/0", "t/0/1", "t/0/2"]
 
@@ -81,13 +82,15 @@ def test_sampling_gen_kwargs_apply_unless_model_args_set_them(add_strategy, monk
 
     real = prm_plugin.plugins.get_strategy
     monkeypatch.setattr(prm_plugin.plugins, "get_strategy", lambda n: add_strategy if n == "add" else real(n))
-    lm = PRMGuidedLM(policy=NoCallPolicy(), strategy="add", temperature=0.5)  # explicit: wins
+    def sampling(lm: PRMGuidedLM) -> list[tuple[float, float]]:
+        return sorted((s.params.temperature, s.params.top_p) for s in lm.session._strategies.values())
+
+    lm = PRMGuidedLM(policy=NoCallPolicy(), strategy="add", temperature=0.5)  # explicit: wins, key by key
     lm.generate_until([sampled])
-    assert list(lm._strategies) == [(0.5, 1.0, 0)]
+    assert sampling(lm) == [(0.5, 0.9)]
     lm2 = PRMGuidedLM(policy=NoCallPolicy(), strategy="add")
     lm2.generate_until([sampled, greedy])
-    assert sorted(lm2._strategies) == [(0.3, 0.9, 0), (0.8, 1.0, 0)]  # greedy tasks keep the strategy's
-    assert lm2._strategies[(0.3, 0.9, 0)].params.temperature == 0.3
+    assert sampling(lm2) == [(0.3, 0.9), (0.8, 1.0)]  # greedy tasks keep the strategy's
 
 
 def test_unknown_model_arg_lists_strategy_and_own_keys():
@@ -105,7 +108,7 @@ def test_unknown_strategy_suggests_and_lists():
 def test_bad_parameter_value_and_missing_prm_are_actionable():
     with pytest.raises(ValueError, match="aggregation must be one of"):
         PRMGuidedLM(policy=NoCallPolicy(), strategy="bon", aggregation="max", prm=SeparatorPRM("\n\n"))
-    with pytest.raises(ValueError, match="pass prm=<path or Hub id>"):
+    with pytest.raises(ValueError, match=r"needs a PRM, but none was given.*Pass a PRM \(prm=<path or Hub id>"):
         PRMGuidedLM(policy=NoCallPolicy(), strategy="bon")
     with pytest.raises(ValueError, match="needs pretrained="):
         PRMGuidedLM(strategy="greedy")

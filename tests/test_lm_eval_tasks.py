@@ -13,13 +13,14 @@ import lm_eval
 import pytest
 from lm_eval.tasks import TaskManager
 
-import task_configs
+from prm_plugin import task_configs
+from prm_plugin.grading import humaneval, livecodebench
+from prm_plugin.grading import math as _math
 from prm_plugin.integrations.lm_eval import PRMGuidedLM
 from prm_plugin.search import Candidate, Cost, SearchResult
 from prm_plugin.strategy import Strategy
-from task_configs import _code, _math
-from task_configs.livecodebench_prm import utils as lcb
-from task_configs.math500_prm import utils as math500
+from prm_plugin.task_configs.livecodebench_prm import utils as lcb
+from prm_plugin.task_configs.math500_prm import utils as math500
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 ROWS = {name: [json.loads(x) for x in (FIXTURES / f"{name}.jsonl").read_text().splitlines()]
@@ -79,9 +80,9 @@ def test_data_override_must_exist(monkeypatch):
 
 # -- HumanEval+ ------------------------------------------------------------------------------
 def test_humaneval_tests_are_parsed_from_the_evalplus_check_function():
-    tests = _code.humaneval_tests(ROWS["humanevalplus"][1]["test"])
+    tests = humaneval.humaneval_tests(ROWS["humanevalplus"][1]["test"])
     assert tests.inputs[0] == [3.5] and tests.expected[0] == 0.5 and tests.atol == 0 and not tests.poly_oracle
-    zero = _code.humaneval_tests(ROWS["humanevalplus"][2]["test"])
+    zero = humaneval.humaneval_tests(ROWS["humanevalplus"][2]["test"])
     assert zero.poly_oracle and zero.atol == 0.0001 and zero.inputs[0] == [[1, 2]]
 
 
@@ -101,7 +102,7 @@ HUMANEVAL_ANSWERS = [
 
 @pytest.mark.parametrize(("index", "completion", "passes"), HUMANEVAL_ANSWERS)
 def test_humaneval_pass_at_1_on_known_answers(index, completion, passes):
-    from task_configs.humaneval_plus_prm import utils
+    from prm_plugin.task_configs.humaneval_plus_prm import utils
 
     doc = ROWS["humanevalplus"][index]
     assert utils.process_results(doc, [completion]) == {"pass@1": float(passes)}
@@ -109,21 +110,21 @@ def test_humaneval_pass_at_1_on_known_answers(index, completion, passes):
 
 # -- LiveCodeBench -----------------------------------------------------------------------
 def test_lcb_release_files_and_date_window():
-    assert lcb.release_files("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
-    assert lcb.release_files("v4") == ["test4.jsonl"] and len(lcb.release_files("release_latest")) == 6
+    assert livecodebench.release_files("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
+    assert livecodebench.release_files("v4") == ["test4.jsonl"] and len(livecodebench.release_files("release_latest")) == 6
     with pytest.raises(ValueError, match="Unknown LiveCodeBench release"):
-        lcb.release_files("release_v0")
-    assert lcb.in_window("2024-09-14T00:00:00", "2024-08-01", "2025-02-01")
-    assert not lcb.in_window("2023-04-29T00:00:00", "2024-08-01", None)
+        livecodebench.release_files("release_v0")
+    assert livecodebench.in_window("2024-09-14T00:00:00", "2024-08-01", "2025-02-01")
+    assert not livecodebench.in_window("2023-04-29T00:00:00", "2024-08-01", None)
 
 
 def test_lcb_private_tests_decode_and_refuse_code_in_pickles():
-    tests = _code.decode_private_tests(ROWS["livecodebench"][0]["private_test_cases"])
+    tests = livecodebench.decode_private_tests(ROWS["livecodebench"][0]["private_test_cases"])
     assert tests[0] == {"input": "100 250\n", "output": "350\n", "testtype": "stdin"}
     hostile = base64.b64encode(zlib.compress(pickle.dumps(print))).decode()
     with pytest.raises(pickle.UnpicklingError, match="plain data only"):
-        _code.decode_private_tests(hostile)
-    kind, cases, name = _code.lcb_tests(ROWS["livecodebench"][1])
+        livecodebench.decode_private_tests(hostile)
+    kind, cases, name = livecodebench.lcb_tests(ROWS["livecodebench"][1])
     assert (kind, name) == ("functional", "topKSum") and cases[0] == {"input": [[1, 5, 3], 2], "output": 8}
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from tiny import build_causal_lm
 
-from prm_plugin.policy import _kv
+from prm_plugin import hf_kv as _kv
+from prm_plugin.hf_kv import MIN_SPARE, GrowingLayer
 from prm_plugin.policy._decode import DROP_FINISHED
-from prm_plugin.policy._growing_cache import MIN_SPARE, GrowingLayer
 
 PROMPTS = ["Question: what is 12 - 5? Let's think step by step.\n\n", "x = [1, 2, 3]\n\n"]
 

@@ -296,7 +296,7 @@ def test_exported_value_head_scores_the_same_through_token_classification(tmp_pa
     from tiny import tiny_qwen2_config
 
     from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
-    from trainers.export import export_token_classification
+    from prm_plugin.trainers.export import export_token_classification
 
     tok = train_tokenizer()
     torch.manual_seed(3)

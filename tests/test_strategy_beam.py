@@ -7,7 +7,7 @@ from fakes import FakeClock, FakePolicy, FakePRM, as_json_roundtrip
 
 from prm_plugin.prm.base import aggregate
 from prm_plugin.search import Budget, Problem
-from strategies.beam import BeamSearch
+from prm_plugin.strategies.beam import BeamSearch
 
 # n=4, m=2: the prompt gets 4 children, 2 survive, each gets 2 children, ...
 TREE = {

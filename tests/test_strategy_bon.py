@@ -6,8 +6,8 @@ import pytest
 from fakes import FakeClock, FakePolicy, FakePRM, as_json_roundtrip
 
 from prm_plugin.search import Budget, PRMQuery, Problem
-from strategies.bon import BestOfN
-from strategies.greedy import Greedy
+from prm_plugin.strategies.bon import BestOfN
+from prm_plugin.strategies.greedy import Greedy
 
 # Sample i takes choice i % 3 at the root, then the only continuation.
 TREE = {
@@ -110,7 +110,7 @@ def test_bon_max_seconds_uses_the_strategy_clock() -> None:
 
 
 def test_bon_without_prm_says_what_to_do() -> None:
-    with pytest.raises(ValueError, match="prm=None.*'majority' or 'greedy'"):
+    with pytest.raises(ValueError, match=r"Strategy 'bon' needs a PRM, but none was given \(prm=None\).*strategies without a PRM: greedy, majority"):
         BestOfN().search([problem()], FakePolicy(TREE), None, Budget(n=2))
 
 

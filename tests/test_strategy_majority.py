@@ -6,7 +6,7 @@ import pytest
 from fakes import FakePolicy, FakePRM
 
 from prm_plugin.search import Budget, Problem
-from strategies.majority import MajorityVote, elect, group_answers
+from prm_plugin.strategies.majority import MajorityVote, elect, group_answers
 
 HALF, THREE = r"\boxed{\frac{1}{2}}", r"\boxed{3}"
 # Samples in order: 1/2, 3, 0.5, (no answer), 3, \frac12 -> {1/2: 0,2,5} {3: 1,4}, one silent.
@@ -46,7 +46,7 @@ def test_weighted_majority_overturns_the_plain_vote() -> None:
 
 
 def test_weighted_majority_needs_a_prm() -> None:
-    with pytest.raises(ValueError, match="weighted=true.*prm=None.*weighted=false"):
+    with pytest.raises(ValueError, match=r"Strategy 'majority' \(weighted=True\) needs a PRM, but none was given \(prm=None\).*choose settings"):
         MajorityVote(weighted="true").search([problem()], FakePolicy(TREE), None, Budget(n=2))
 
 

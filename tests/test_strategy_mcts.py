@@ -8,9 +8,9 @@ import pytest
 from fakes import FakeClock, FakePolicy, FakePRM, as_json_roundtrip
 
 from prm_plugin.search import Budget, Problem
+from prm_plugin.strategies._puct import select, set_priors, ucb
+from prm_plugin.strategies.mcts import MCTS
 from prm_plugin.tree import SearchTree
-from strategies._puct import select, set_priors, ucb
-from strategies.mcts import MCTS
 
 TREE = {
     "P:": [("A", 1, "step"), ("B", 1, "step")],

@@ -13,16 +13,15 @@ from pathlib import Path
 import pytest
 from fakes import FakePolicy, FakePRM
 
+import prm_plugin.strategies._puct
+import prm_plugin.strategies.majority
 import prm_plugin.tree
-import strategies._puct
-import strategies.majority
 from prm_plugin.plugins import get_strategy
-from prm_plugin.search import Budget, PrefixProposals, PRMQuery, Problem, Proposal
-from prm_plugin.strategy import params_from_kwargs
-from prm_plugin.tree import Request, SearchRun, SearchTree
-from strategies.beam import BeamSearch
-from strategies.bon import BestOfN
-from strategies.majority import MajorityVote
+from prm_plugin.search import Budget, PrefixProposals, Problem, Proposal
+from prm_plugin.strategies.beam import BeamSearch
+from prm_plugin.strategies.bon import BestOfN
+from prm_plugin.strategies.majority import MajorityVote
+from prm_plugin.strategy import SearchRun, SearchTree, params_from_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = ["beam", "bon", "greedy", "majority", "mcts"]
@@ -46,7 +45,7 @@ def test_builtin_strategies_are_registered_from_the_project_entry_points() -> No
 
 def test_importing_strategies_does_not_import_torch() -> None:
     code = ("import sys, prm_plugin.tree\n"
-            + "".join(f"import strategies.{n}\n" for n in BUILTINS)
+            + "".join(f"import prm_plugin.strategies.{n}\n" for n in BUILTINS)
             + f"import prm_plugin; [prm_plugin.get_strategy(n) for n in {BUILTINS!r}]\n"
             + "heavy = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
             + "assert not heavy, heavy\n")
@@ -168,7 +167,7 @@ def test_search_run_rejects_policies_and_prms_that_break_the_contract() -> None:
     run = SearchRun([Problem(prompt="P:", question="q")], _BadPolicy(), None, Budget(n=2),
                     BestOfN.Params())
     with pytest.raises(RuntimeError, match="n per prefix"):
-        run.propose([Request(0, "P:", 5)], n=2, step=False, temperature=1.0, round_index=0)
+        run.sample(2)
 
     class ShortPRM(FakePRM):
         def score(self, queries):
@@ -176,11 +175,13 @@ def test_search_run_rejects_policies_and_prms_that_break_the_contract() -> None:
 
     run = SearchRun([Problem(prompt="P:", question="q")], _BadPolicy(), ShortPRM({}, default=0.1),
                     Budget(n=2), BestOfN.Params())
+    a, _ = run.trees[0].add(0, "a")
+    b, _ = run.trees[0].add(0, "b")
     with pytest.raises(RuntimeError, match="do not match its queries"):
-        run.score([(0, PRMQuery("q", ("a",))), (0, PRMQuery("q", ("b",)))])
+        run.score([(0, a.id), (0, b.id)])
 
 
-@pytest.mark.parametrize("module", [prm_plugin.tree, strategies._puct, strategies.majority])
+@pytest.mark.parametrize("module", [prm_plugin.tree, prm_plugin.strategies._puct, prm_plugin.strategies.majority])
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from prm_plugin.grading.code import code_checker
+from prm_plugin.grading.math import math_checker
 from prm_plugin.search import PrefixProposals, Proposal
-from trainers.aslaf import ConsensusConfig, first_error, label_and_filter
+from prm_plugin.trainers.aslaf import ConsensusConfig, first_error, label_and_filter
 
 RIGHT, WRONG = "so \\boxed{4}", "so \\boxed{7}"
 
@@ -51,7 +53,7 @@ def annotators() -> tuple[ScriptedAnnotator, ScriptedAnnotator]:
 
 def test_consensus_keeps_exactly_the_agreed_rows(annotators) -> None:
     a, b = annotators
-    kept, report = label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=4, batch_size=3))
+    kept, report = label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=4, batch_size=3), checker=math_checker)
     assert [r["completions"] for r in kept] == [ROWS[0]["completions"], ROWS[1]["completions"],
                                                 ROWS[3]["completions"]]
     assert report.dropped_indices == [2]
@@ -66,7 +68,7 @@ def test_consensus_keeps_exactly_the_agreed_rows(annotators) -> None:
 
 def test_soft_labels_are_pooled_rollout_fractions(annotators) -> None:
     a, b = annotators
-    kept, _ = label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=4))
+    kept, _ = label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=4), checker=math_checker)
     # row 0, step 0: A reaches the answer in 3 of 4 rollouts, B in 4 of 4; the last step is
     # labelled by the solution's own answer (correct)
     assert kept[0]["labels"] == pytest.approx([(3 / 4 + 1) / 2, 1.0])
@@ -76,13 +78,13 @@ def test_soft_labels_are_pooled_rollout_fractions(annotators) -> None:
 
 def test_hard_labels_follow_the_agreed_first_error(annotators) -> None:
     a, b = annotators
-    kept, _ = label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=4, labels="hard"))
+    kept, _ = label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=4, labels="hard"), checker=math_checker)
     assert [r["labels"] for r in kept] == [[1.0, 1.0], [0.0, 0.0], [1.0, 0.0, 0.0]]
 
 
 def test_policy_calls_are_batched_over_solutions_and_prefixes(annotators) -> None:
     a, b = annotators
-    label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=2, batch_size=3))
+    label_and_filter(ROWS, [a, b], config=ConsensusConfig(k=2, batch_size=3), checker=math_checker)
     # rows 0-2 in one call (1 + 1 + 2 prefixes: the last step needs no rollouts), row 3 in another
     assert [len(c) for c in a.calls] == [4, 2] and [len(c) for c in b.calls] == [4, 2]
     assert a.calls[0][0] == "What is 2+2?\n\n2 + 2 = 4\n\n"
@@ -92,7 +94,7 @@ def test_policy_calls_are_batched_over_solutions_and_prefixes(annotators) -> Non
 
 def test_rollouts_of_every_step_when_the_last_is_not_labelled_by_its_answer(annotators) -> None:
     a, _ = annotators
-    label_and_filter(ROWS[:1], [a], config=ConsensusConfig(k=1, label_last_step_by_answer=False))
+    label_and_filter(ROWS[:1], [a], config=ConsensusConfig(k=1, label_last_step_by_answer=False), checker=math_checker)
     assert len(a.calls[0]) == 2
 
 
@@ -123,11 +125,11 @@ def test_contract_and_input_errors(annotators) -> None:
             return super().propose(prefixes, **kw)[:-1]
 
     with pytest.raises(ValueError, match="Annotator 'X' returned 1 groups for 2 prefixes"):
-        label_and_filter(ROWS[:2], [Broken("X", [], 1)], config=ConsensusConfig(k=1))
+        label_and_filter(ROWS[:2], [Broken("X", [], 1)], config=ConsensusConfig(k=1), checker=math_checker)
     with pytest.raises(ValueError, match="Row 0: needs non-empty 'completions' and a reference answer in 'answer'"):
-        label_and_filter([{"prompt": "Q", "completions": ["a"]}], [a])
+        label_and_filter([{"prompt": "Q", "completions": ["a"]}], [a], checker=math_checker)
     with pytest.raises(ValueError, match="at least one annotator"):
-        label_and_filter(ROWS, [])
+        label_and_filter(ROWS, [], checker=math_checker)
     with pytest.raises(ValueError, match="labels must be 'soft' or 'hard'"):
         ConsensusConfig(labels="medium")
     assert first_error([0.5, 0.0, 1.0], 0.0) == 1
@@ -151,8 +153,6 @@ class CodeAnnotator:
 
 
 def test_code_rows_are_labelled_by_running_tests_in_the_sandbox() -> None:
-    from trainers.aslaf import code_checker
-
     rows = [
         {"prompt": "Double a number.", "completions": ["Read x.", "Multiply it by 2."],
          "tests": [["3\n", "6\n"], ["5\n", "10\n"]]},
@@ -170,10 +170,10 @@ def test_stopping_at_the_first_error_gives_the_same_hard_labels_with_fewer_rollo
                                                               "so \\boxed{9}"], "answer": "4"}]
     full_a, full_b = ScriptedAnnotator("A", ["ERR"], good=3), ScriptedAnnotator("B", ["ERR", "ODD"], good=4)
     lazy_a, lazy_b = ScriptedAnnotator("A", ["ERR"], good=3), ScriptedAnnotator("B", ["ERR", "ODD"], good=4)
-    full, full_report = label_and_filter(rows, [full_a, full_b], config=ConsensusConfig(k=4, labels="hard"))
+    full, full_report = label_and_filter(rows, [full_a, full_b], config=ConsensusConfig(k=4, labels="hard"), checker=math_checker)
     lazy, lazy_report = label_and_filter(
         rows, [lazy_a, lazy_b], config=ConsensusConfig(k=4, labels="hard", stop_at_first_error=True)
-    )
+    , checker=math_checker)
     assert [(r["labels"], r["first_error"]) for r in lazy] == [(r["labels"], r["first_error"]) for r in full]
     assert lazy_report.dropped_indices == full_report.dropped_indices == [2]
     # the last row errs at step 0: its steps 1 and 2 are never rolled out, by either annotator

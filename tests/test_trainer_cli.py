@@ -13,7 +13,11 @@ from prm_plugin.cli import main as cli_main
 from prm_plugin.prm.layout import layout_steps
 from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
 from prm_plugin.search import PRMQuery
-from trainers.export import ExportError, Qwen2ForProcessRewardModel, export_token_classification
+from prm_plugin.trainers.export import (
+    ExportError,
+    Qwen2ForProcessRewardModel,
+    export_token_classification,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "examples" / "training" / "tiny.yaml"
@@ -142,7 +146,7 @@ def test_export_refuses_heads_it_cannot_map_exactly(tmp_path: Path, kwargs: dict
 def test_build_datasets_from_sources_trl_mixture_and_eval_split(tmp_path: Path) -> None:
     from trl import DatasetMixtureConfig
 
-    from trainers.cli import PRMDataArguments, build_datasets
+    from prm_plugin.trainers.cli import PRMDataArguments, build_datasets
 
     fixtures = REPO / "tests" / "fixtures"
     data = PRMDataArguments(

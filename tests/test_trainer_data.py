@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from trainers.data import (
+from prm_plugin.trainers.data import (
     SourceSpec,
     clean_step,
     load_math_shepherd,
@@ -19,10 +19,10 @@ from trainers.data import (
     load_stepwise,
     mix,
 )
-from trainers.data._io import read_records
-from trainers.data.math_shepherd import convert_records as convert_shepherd
-from trainers.data.prm800k import convert_record, convert_records
-from trainers.tokenize import check_row
+from prm_plugin.trainers.data._io import read_records
+from prm_plugin.trainers.data.math_shepherd import convert_records as convert_shepherd
+from prm_plugin.trainers.data.prm800k import convert_record, convert_records
+from prm_plugin.trainers.tokenize import check_row
 
 FIX = Path(__file__).parent / "fixtures"
 PHASE1, PHASE2 = FIX / "prm800k_phase1_train.jsonl", FIX / "prm800k_phase2_train.jsonl"

@@ -10,15 +10,15 @@ import torch
 from tiny import train_tokenizer
 
 from prm_plugin.prm.layout import layout_steps
-from trainers.config import PRMConfig, PRMConfigError
-from trainers.tokenize import (
+from prm_plugin.trainers.config import PRMConfig, PRMConfigError
+from prm_plugin.trainers.tokenize import (
     StepwiseCollator,
     StepwiseDataError,
     check_row,
     detect_label_type,
     tokenize_row,
 )
-from trainers.trainer import PRMTrainer
+from prm_plugin.trainers.trainer import PRMTrainer
 
 
 class CharTok:
@@ -193,8 +193,8 @@ def test_config_unescapes_separator_typed_on_a_command_line(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["trainers.tokenize", "trainers.metrics", "trainers.config", "trainers.aslaf", "trainers.toy",
-     "trainers.data._io", "trainers.data.prm800k"],
+    ["prm_plugin.trainers.tokenize", "prm_plugin.trainers.metrics", "prm_plugin.trainers.config", "prm_plugin.trainers.aslaf", "prm_plugin.trainers.toy",
+     "prm_plugin.trainers.data._io", "prm_plugin.trainers.data.prm800k"],
 )
 def test_docstring_examples_hold(module: str) -> None:
     import doctest

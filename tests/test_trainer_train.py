@@ -13,10 +13,10 @@ from transformers import AutoTokenizer
 from prm_plugin.prm.layout import layout_steps
 from prm_plugin.prm.value_head_model import ValueHeadPRM
 from prm_plugin.search import PRMQuery
-from trainers.config import PRMConfig, PRMConfigError
-from trainers.tokenize import StepwiseDataError
-from trainers.toy import toy_rows
-from trainers.trainer import PRMTrainer
+from prm_plugin.trainers.config import PRMConfig, PRMConfigError
+from prm_plugin.trainers.tokenize import StepwiseDataError
+from prm_plugin.trainers.toy import toy_rows
+from prm_plugin.trainers.trainer import PRMTrainer
 
 QUERIES = [
     PRMQuery("Add the numbers step by step.", ("3 + 4 = 7", "2 - 5 = 7")),
@@ -146,7 +146,7 @@ def test_bad_rows_are_rejected_with_their_index(lm_dir: Path, tmp_path: Path) ->
 def test_truncated_rows_are_dropped_loudly(lm_dir: Path, tmp_path: Path, caplog) -> None:
     long_row = {"prompt": "Add the numbers step by step. " * 8, "completions": ["1 + 1 = 2"], "labels": [True]}
     args = cpu_args(tmp_path, max_length=40)  # the long question alone passes 40 tokens
-    with caplog.at_level(logging.WARNING, logger="trainers.trainer"):
+    with caplog.at_level(logging.WARNING, logger="prm_plugin.trainers.trainer"):
         trainer = PRMTrainer(model=str(lm_dir), args=args, train_dataset=[*toy_rows(4), long_row])
     assert len(trainer.train_dataset) == 4 and "1 of 5 train rows dropped" in caplog.text
     with pytest.raises(StepwiseDataError, match="Every row of the train dataset lost all its steps"):

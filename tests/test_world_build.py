@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from prm_plugin.world.build import SCALES, build_world
-from prm_plugin.world.report import END, START, format_report, update_readme
+from prm_plugin.trainers.world.build import SCALES, build_world
+from prm_plugin.trainers.world.report import END, START, format_report, update_readme
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@
 - ``trainers.export``: value head -> two-class token-classification head (vLLM).
 - ``trainers.cli``: ``prm-plugin train`` (TRL-style YAML recipes and flags).
 
-Names are imported lazily so ``import trainers`` stays cheap.
+Names are imported lazily so ``import prm_plugin.trainers`` stays cheap.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "PRMConfig": "trainers.config",
-    "PRMConfigError": "trainers.config",
-    "PRMTrainer": "trainers.trainer",
-    "StepwiseCollator": "trainers.tokenize",
-    "StepwiseDataError": "trainers.tokenize",
-    "check_row": "trainers.tokenize",
-    "tokenize_row": "trainers.tokenize",
-    "step_metrics": "trainers.metrics",
+    "PRMConfig": "prm_plugin.trainers.config",
+    "PRMConfigError": "prm_plugin.trainers.config",
+    "PRMTrainer": "prm_plugin.trainers.trainer",
+    "StepwiseCollator": "prm_plugin.trainers.tokenize",
+    "StepwiseDataError": "prm_plugin.trainers.tokenize",
+    "check_row": "prm_plugin.trainers.tokenize",
+    "tokenize_row": "prm_plugin.trainers.tokenize",
+    "step_metrics": "prm_plugin.trainers.metrics",
 }
 
 __all__ = sorted(_EXPORTS)

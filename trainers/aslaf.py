@@ -20,44 +20,24 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from prm_plugin.policy.base import Policy
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
+
+class Annotator(Protocol):
+    """What an annotator must do: the ``propose`` of ``prm_plugin.policy.base.Policy``
+    (any policy fits; an optional ``name`` attribute labels it in reports)."""
+
+    def propose(self, prefixes: Sequence[str], *, n: int, stop: Sequence[str], final_stop: Sequence[str],
+                max_tokens: int, temperature: float, top_p: float, seed: int | None) -> Sequence[Sequence[Any]]:
+        ...
+
+
 #: ``checker(solution_text, reference) -> bool``; ``reference`` is the row's answer field
-#: (a string for math, the tests for code).
+#: (a string for math, the tests for code). ``prm_plugin.grading.math.math_checker`` and
+#: ``prm_plugin.grading.code.code_checker`` are ready-made ones.
 Checker = Callable[[str, Any], bool]
-
-
-def math_checker(solution: str, reference: Any) -> bool:
-    """The solution's final answer (``\\boxed{}`` or last expression) is equivalent to
-    ``reference`` under math-verify (``prm_plugin.answers.MathAnswerKey``)."""
-    from prm_plugin.answers import MathAnswerKey
-
-    return MathAnswerKey.equivalent(MathAnswerKey.extract(solution), str(reference))
-
-
-def code_checker(
-    kind: str = "stdio", entry_point: str | None = None, timeout_per_test_s: float = 5.0
-) -> Checker:
-    """A checker that runs the solution's last Python block on the row's tests in the
-    sandbox (``prm_plugin.sandbox.check_solution``): ``stdio`` tests are
-    ``(input, output)`` pairs, ``functional`` tests ``(args, expected)`` for
-    ``entry_point``."""
-
-    def check(solution: str, tests: Any) -> bool:
-        from prm_plugin.answers import extract_code
-        from prm_plugin.sandbox import check_solution
-
-        # JSON rows hold pairs as lists; the sandbox takes them as tuples
-        cases = [tuple(t) if isinstance(t, list) else t for t in tests]
-        verdict = check_solution(extract_code(solution), cases, kind=kind,  # type: ignore[arg-type]
-                                 entry_point=entry_point, timeout_per_test_s=timeout_per_test_s)
-        return bool(verdict.passed)
-
-    return check
 
 
 @dataclass
@@ -134,10 +114,10 @@ def first_error(soft: Sequence[float], threshold: float) -> int:
 
 def label_and_filter(
     rows: Sequence[Mapping[str, Any]],
-    annotators: Sequence[Policy],
+    annotators: Sequence[Annotator],
     *,
+    checker: Checker,
     config: ConsensusConfig | None = None,
-    checker: Checker = math_checker,
     policy_prompt: Callable[[Mapping[str, Any]], str] | None = None,
 ) -> tuple[list[dict[str, Any]], ConsensusReport]:
     """Monte-Carlo label ``rows`` with every annotator and keep the agreed ones.
@@ -146,8 +126,9 @@ def label_and_filter(
         rows: dicts with ``prompt`` (question), ``completions`` (steps) and the reference
             answer under ``config.answer_key``.
         annotators: one or more policies (``propose``); named by their ``name`` attribute.
+        checker: decides whether a full solution text reaches the reference answer
+            (e.g. ``prm_plugin.grading.math.math_checker``).
         config: rollout and filtering settings.
-        checker: decides whether a full solution text reaches the reference answer.
         policy_prompt: the text each prefix starts with (default: the row's
             ``policy_prompt`` field, else its question followed by the step separator).
 
@@ -173,7 +154,7 @@ def label_and_filter(
 
 def _label_batch(
     batch: Sequence[Mapping[str, Any]],
-    annotators: Sequence[Policy],
+    annotators: Sequence[Annotator],
     names: list[str],
     cfg: ConsensusConfig,
     checker: Checker,
@@ -202,7 +183,7 @@ def _label_batch(
 
 
 def _rollouts(
-    batch: Sequence[Mapping[str, Any]], jobs: Sequence[tuple[int, int]], policy: Policy, name: str,
+    batch: Sequence[Mapping[str, Any]], jobs: Sequence[tuple[int, int]], policy: Annotator, name: str,
     cfg: ConsensusConfig, checker: Checker, prompt_of: Callable[[Mapping[str, Any]], str],
     out: list[list[list[float]]], a: int,
 ) -> None:

@@ -55,7 +55,7 @@ class PRMDataArguments:
 
 def _specs(items: list[Any]) -> list[Any]:
     """Source specs from YAML mappings or, on a command line, JSON object strings."""
-    from trainers.data import SourceSpec
+    from prm_plugin.trainers.data import SourceSpec
 
     specs = []
     for item in items:
@@ -73,7 +73,7 @@ def _specs(items: list[Any]) -> list[Any]:
 
 def build_datasets(data: PRMDataArguments, mixture: Any, step_separator: str) -> tuple[Any, Any]:
     """The training and (optional) evaluation datasets described by the arguments."""
-    from trainers.data import load_mixture, load_stepwise
+    from prm_plugin.trainers.data import load_mixture, load_stepwise
 
     given = [n for n, v in (("sources", data.sources), ("dataset_name", data.dataset_name),
                             ("datasets", getattr(mixture, "datasets", None))) if v]
@@ -107,7 +107,7 @@ def build_datasets(data: PRMDataArguments, mixture: Any, step_separator: str) ->
 def _parse(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     from trl import DatasetMixtureConfig, ModelConfig, TrlParser
 
-    from trainers.config import PRMConfig
+    from prm_plugin.trainers.config import PRMConfig
 
     types: list[Any] = [PRMDataArguments, PRMConfig, ModelConfig, DatasetMixtureConfig]
     parser = TrlParser(types, prog="prm-plugin train")
@@ -138,7 +138,7 @@ def main(argv: Sequence[str]) -> int:
     (weights, config with separator, tokenizer) to ``output_dir``."""
     from trl import get_peft_config
 
-    from trainers.trainer import PRMTrainer
+    from prm_plugin.trainers.trainer import PRMTrainer
 
     try:
         data_args, cfg, model_args, mixture = _parse(argv)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.tokenize import IGNORE
+from prm_plugin.trainers.tokenize import IGNORE
 
 
 def first_error(correct: Sequence[bool]) -> int:

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
 from prm_plugin.prm.value_head_model import ValueHeadPRM, ValueHeadPRMConfig
-from trainers.config import PRMConfig, PRMConfigError
+from prm_plugin.trainers.config import PRMConfig, PRMConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, Trainer
 
-from trainers.config import PRMConfig, PRMConfigError
-from trainers.metrics import make_compute_metrics
-from trainers.modeling import (
+from prm_plugin.trainers.config import PRMConfig, PRMConfigError
+from prm_plugin.trainers.metrics import make_compute_metrics
+from prm_plugin.trainers.modeling import (
     apply_peft,
     disable_dropout,
     hub_kwargs,
     load_tokenizer,
     load_value_head_model,
 )
-from trainers.tokenize import (
+from prm_plugin.trainers.tokenize import (
     IGNORE,
     StepwiseCollator,
     StepwiseDataError,

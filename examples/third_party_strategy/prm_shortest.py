@@ -1,15 +1,15 @@
 """A third-party prm-plugin strategy: sample n solutions, keep the shortest finished one.
 
-No PRM needed. ``SearchRun`` batches the policy calls over problems and measures the
-cost; ``SearchTree`` files each solution so traces and token accounting come for free.
+The whole author API in one example: ``self.start`` opens a ``SearchRun`` (it batches
+the policy calls over problems, applies the budget caps and measures the cost),
+``run.sample`` files each problem's solutions in its search tree, ``run.finish``
+turns the chosen one into a ``SearchResult`` with its ``Cost`` and trace.
 """
 
 from dataclasses import dataclass
 
 import prm_plugin
-from prm_plugin.steps import split_steps
 from prm_plugin.strategy import Strategy, StrategyParams
-from prm_plugin.tree import Request, SearchRun
 
 
 @dataclass
@@ -18,26 +18,22 @@ class ShortestParams(StrategyParams):
 
 
 class Shortest(Strategy):
-    """Budget mapping: n solutions per problem; the one with fewest tokens wins."""
+    """Budget mapping: n solutions per problem; the finished one with fewest tokens wins."""
 
     name = "shortest"
     Params = ShortestParams
     needs_prm = False
 
     def search(self, problems, policy, prm, budget):
-        run = SearchRun(problems, policy, None, budget, self.params, clock=self.clock)
-        requests = [Request(i, p.prompt, p.max_tokens) for i, p in enumerate(problems)]
-        groups = run.propose(requests, n=budget.n, step=False, temperature=self.params.temperature, round_index=0)
+        run = self.start(problems, policy, prm, budget)
         results = []
-        for i, group in enumerate(groups):
-            tree = run.tree(i)
-            tree.root.extended = True
-            ids = [tree.add_path(0, split_steps(p.text, problems[i].domain, tree.delimiter), role="step",
-                                 n_tokens=p.n_tokens, stop_reason=p.stop_reason).id for p in group]
-            candidates = [tree.candidate(k, None) for k in ids]
-            order = sorted(range(len(group)), key=lambda k: (group[k].stop_reason == "length", group[k].n_tokens, k))
-            results.append(run.result(i, candidates, order[0], {"tokens": [p.n_tokens for p in group]},
-                                      self.name, tree))
+        for i, ends in enumerate(run.sample(budget.n)):
+            nodes = [run.trees[i].nodes[k] for k in ends]
+            # solutions cut by the token cap last, then fewest tokens, then the first sampled
+            order = sorted(range(len(ends)), key=lambda k: (nodes[k].stop_reason == "length",
+                                                            nodes[k].total_tokens, k))
+            trace = {"tokens": [node.total_tokens for node in nodes]}
+            results.append(run.finish(i, ends, order[0], trace, scored=False))
         return results
 
 

@@ -183,7 +183,7 @@ def write_results(out: Path, problems: list[dict[str, Any]], outputs: list[list[
     _dump(out / "eval_all.json", per_problem)
     report = {**lcb.metrics(problems, graded), "n_problems": len(problems),
               "num_samples": min(len(g) for g in graded),
-              "grader": "prm_plugin.sandbox with LiveCodeBench's rules (task_configs._code.grade_lcb)", **run_info}
+              "grader": "prm_plugin.sandbox with LiveCodeBench's rules (prm_plugin.grading.livecodebench.grade_lcb)", **run_info}
     _dump(out / "eval.json", report)
     return report
 

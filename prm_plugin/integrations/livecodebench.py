@@ -11,12 +11,12 @@ Pickle: upstream stores most private tests pickled. They are decoded only for fi
 that ``huggingface_hub`` placed in its cache for the pinned repository
 (``livecodebench/code_generation_lite``), or for local files when the caller passes
 ``trust_pickle=True`` (``--trust-pickle``). Even then the unpickler accepts plain data
-only (``task_configs._code.decode_private_tests`` refuses every global).
+only (``prm_plugin.grading.livecodebench.decode_private_tests`` refuses every global).
 
 Grading follows LiveCodeBench's ``codegen_metrics`` semantics, in ``prm_plugin.sandbox``:
 a solution passes when every public and private test passes; stdin/stdout programs and
 LeetCode-style functional tests (``class Solution`` + ``func_name``); LiveCodeBench's
-import prelude and 6 s per test (``task_configs._code.grade_lcb``). pass@k uses the
+import prelude and 6 s per test (``prm_plugin.grading.livecodebench.grade_lcb``). pass@k uses the
 unbiased estimator LiveCodeBench and EvalPlus share.
 """
 
@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from task_configs import _code
-from task_configs.livecodebench_prm import utils as task_utils
+from prm_plugin.grading import livecodebench as lcb
+from prm_plugin.grading.code import last_fenced_block
 
 logger = logging.getLogger(__name__)
 
-REPO = task_utils.REPO
-DEFAULT_RELEASE = task_utils.RELEASE
+REPO = lcb.REPO
+DEFAULT_RELEASE = lcb.RELEASE
 #: LiveCodeBench's generic system message (``PromptConstants.SYSTEM_MESSAGE_GENERIC``).
 SYSTEM_MESSAGE = (
     "You are an expert Python programmer. You will be given a question (problem specification) and will "
@@ -94,7 +94,7 @@ def hub_files(source: Source) -> list[str]:
     from huggingface_hub import hf_hub_download
 
     return [hf_hub_download(REPO, name, repo_type="dataset", revision=source.revision, cache_dir=source.cache_dir)
-            for name in task_utils.release_files(source.release)]
+            for name in lcb.release_files(source.release)]
 
 
 def load_problems(source: Source) -> list[dict[str, Any]]:
@@ -111,7 +111,7 @@ def load_problems(source: Source) -> list[dict[str, Any]]:
     for path in files:
         trusted = source.trust_pickle or is_hub_file(path, source.cache_dir)
         for row in _read_jsonl(path):
-            if not task_utils.in_window(row["contest_date"], source.start_date, source.end_date):
+            if not lcb.in_window(row["contest_date"], source.start_date, source.end_date):
                 continue
             if not trusted and _is_pickled(row.get("private_test_cases") or ""):
                 raise UntrustedPickleError(
@@ -160,7 +160,7 @@ def _is_pickled(blob: str) -> bool:
 # -- prompts and extraction ------------------------------------------------------------
 def user_prompt(problem: dict[str, Any]) -> str:
     """LiveCodeBench's generic question template (``### Question`` / ``### Format`` / ``### Answer``)."""
-    return str(task_utils.doc_to_text(problem))
+    return str(lcb.doc_to_text(problem))
 
 
 def policy_prompt(problem: dict[str, Any], tokenizer: Any = None, use_chat_template: bool = True) -> str:
@@ -174,7 +174,7 @@ def policy_prompt(problem: dict[str, Any], tokenizer: Any = None, use_chat_templ
 
 def extract_code(output: str) -> str:
     """LiveCodeBench's extraction for chat models: the lines between the last two ``` lines."""
-    return _code.last_fenced_block(output)
+    return last_fenced_block(output)
 
 
 # -- grading -------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def grade(problems: Sequence[dict[str, Any]], code_lists: Sequence[Sequence[str]
         raise ValueError(f"{len(code_lists)} code lists for {len(problems)} problems.")
     jobs = [(i, code) for i, codes in enumerate(code_lists) for code in codes]
     with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1), thread_name_prefix="lcb-grade") as pool:
-        verdicts = list(pool.map(lambda job: _code.grade_lcb(job[1], problems[job[0]]), jobs))
+        verdicts = list(pool.map(lambda job: lcb.grade_lcb(job[1], problems[job[0]]), jobs))
     out: list[list[bool]] = [[] for _ in problems]
     for (i, _), ok in zip(jobs, verdicts, strict=True):
         out[i].append(bool(ok))

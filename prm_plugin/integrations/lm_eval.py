@@ -24,7 +24,6 @@ without recomputing finished problems (``resume=false`` recomputes everything).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -36,15 +35,10 @@ from lm_eval.api.model import LM
 from tqdm import tqdm
 
 from prm_plugin.integrations import _lm_eval_hook
-from prm_plugin.integrations.lm_eval_backends import Backends, build_backends
-from prm_plugin.integrations.lm_eval_config import (
-    build_strategy_params,
-    checkpoint_stamp,
-    fingerprint,
-    split_model_args,
-)
+from prm_plugin.integrations.lm_eval_backends import Backends
 from prm_plugin.integrations.lm_eval_jobs import Job, JobBuilder
 from prm_plugin.integrations.result_store import ResultStore, request_key
+from prm_plugin.integrations.search_session import SearchSession
 from prm_plugin.integrations.traces import CostSummary, TraceWriter
 from prm_plugin.search import Budget, SearchResult
 
@@ -63,42 +57,57 @@ class PRMGuidedLM(LM):
         strategy: a registered strategy name or a ``Strategy`` instance.
         **model_args: see ``prm_plugin.integrations.lm_eval_config.ModelSettings``,
             plus the strategy's parameters and ``policy.<k>``/``prm.<k>`` keywords.
+
+    The settings, strategy, backends, seeds and sampling rules are the harness session's
+    (``SearchSession``), the same object EvalPlus and LiveCodeBench runs use.
     """
 
     def __init__(self, policy: Any = "hf", prm: Any = None, strategy: Any = "bon", **model_args: Any) -> None:
         super().__init__()
-        from prm_plugin.plugins import get_strategy
-
         named = {k: v for k, v in (("policy", policy), ("prm", prm), ("strategy", strategy)) if isinstance(v, str)}
-        strategy_cls: Any = get_strategy(strategy) if isinstance(strategy, str) else None
-        split = split_model_args({**named, **model_args}, strategy_cls.Params if strategy_cls else None)
-        self.settings = split.settings
-        if strategy_cls is not None:
-            self.strategy = strategy_cls(build_strategy_params(strategy_cls.Params, split.strategy_params))
-        else:
-            self.strategy = strategy
-        self._explicit_sampling = {k for k in ("temperature", "top_p") if k in split.strategy_params}
-        s = self.settings
-        self.budget = Budget(n=s.n, max_policy_tokens=s.max_policy_tokens, max_seconds=s.max_seconds)
-        self.backends: Backends = build_backends(
-            s, split, policy_obj=None if isinstance(policy, str) else policy,
-            prm_obj=None if prm is None or isinstance(prm, str) else prm,
-            needs_prm=getattr(self.strategy, "needs_prm", True),
-            strategy_name=getattr(self.strategy, "name", type(self.strategy).__name__),
-            step_delimiter=getattr(self.strategy.params, "step_delimiter", None),
+        self.session = SearchSession.build(
+            {**named, **model_args}, harness="lm-eval",
+            policy=None if isinstance(policy, str) else policy,
+            prm=None if prm is None or isinstance(prm, str) else prm,
+            strategy=None if isinstance(strategy, str) else strategy,
         )
-        self.config = self._describe(split)
-        self.config_fingerprint = fingerprint(self.config)
-        self.costs = CostSummary()
+        s = self.settings
         folder = Path(s.trace_path) if s.trace_path else None
         self.traces = TraceWriter(folder) if folder else None
         self.store = ResultStore(folder / "store", self.config_fingerprint, self.config) if folder else None
         self._jobs = JobBuilder(question_field=s.question_field, default_domain=s.domain,
                                 default_max_gen_toks=s.max_gen_toks, eos=self.backends.eos_string())
-        self._strategies: dict[tuple[float, float, int], Any] = {}
         self._warned_stops: set[str] = set()
         if folder is None:
             logger.info("prm_guided: no trace_path given, so no traces, cost file or resume store on disk.")
+
+    @property
+    def settings(self) -> Any:
+        return self.session.settings
+
+    @property
+    def backends(self) -> Backends:
+        return self.session.backends
+
+    @property
+    def strategy(self) -> Any:
+        return self.session.strategy
+
+    @property
+    def budget(self) -> Budget:
+        return self.session.budget
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.session.config
+
+    @property
+    def config_fingerprint(self) -> str:
+        return self.session.fingerprint
+
+    @property
+    def costs(self) -> CostSummary:
+        return self.session.costs
 
     # -- lm-eval API -------------------------------------------------------------
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
@@ -167,41 +176,17 @@ class PRMGuidedLM(LM):
     def _batches(self, jobs: list[Job]) -> list[list[Job]]:
         groups: dict[tuple[Any, ...], list[Job]] = {}
         for job in jobs:  # one strategy instance per (task, sampling, repeat) group
-            groups.setdefault((job.task, *self._sampling(job)), []).append(job)
+            groups.setdefault((job.task, job.temperature, job.top_p, job.repeat), []).append(job)
         size = self.settings.search_batch_size
         return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
-    def _sampling(self, job: Job) -> tuple[float, float, int]:
-        params = getattr(self.strategy, "params", None)
-        temperature = getattr(params, "temperature", 0.0)
-        top_p = getattr(params, "top_p", 1.0)
-        if job.temperature is not None and "temperature" not in self._explicit_sampling:
-            temperature = job.temperature
-            if job.top_p is not None and "top_p" not in self._explicit_sampling:
-                top_p = job.top_p
-        return float(temperature), float(top_p), job.repeat
-
-    def _strategy_for(self, temperature: float, top_p: float, repeat: int) -> Any:
-        key = (temperature, top_p, repeat)
-        if key not in self._strategies:
-            params: Any = getattr(self.strategy, "params", None)
-            if not _is_params(params) or key == (params.temperature, params.top_p, 0):
-                self._strategies[key] = self.strategy
-            else:
-                new = dataclasses.replace(params, temperature=temperature, top_p=top_p,
-                                          seed=params.seed + 1_000_003 * repeat)
-                self._strategies[key] = type(self.strategy)(new)
-        return self._strategies[key]
-
     def _search(self, batch: list[Job]) -> list[dict[str, Any]]:
-        strategy = self._strategy_for(*self._sampling(batch[0]))
-        self._check_stops(batch[0], strategy)
+        job = batch[0]
+        self._check_stops(job, self.session.strategy_for(job.repeat, job.temperature, job.top_p))
         start = time.perf_counter()
-        results: list[SearchResult] = strategy.search(
-            [j.problem for j in batch], self.backends.policy, self.backends.prm, self.budget)
+        results: list[SearchResult] = self.session.search(
+            [j.problem for j in batch], sample=job.repeat, temperature=job.temperature, top_p=job.top_p)
         seconds = (time.perf_counter() - start) / len(batch)
-        if len(results) != len(batch):
-            raise RuntimeError(f"Strategy {self._strategy_name()} returned {len(results)} results for {len(batch)} problems.")
         from lm_eval.models.utils import postprocess_generated_text
 
         records = []
@@ -246,29 +231,4 @@ class PRMGuidedLM(LM):
             print(f"\nprm_guided cost summary ({self._strategy_name()}, n={self.budget.n}):\n{self.costs.table()}\n")
 
     def _strategy_name(self) -> str:
-        return str(getattr(self.strategy, "name", type(self.strategy).__name__))
-
-    def _describe(self, split: Any) -> dict[str, Any]:
-        from prm_plugin import __version__
-
-        s = self.settings
-        params: Any = getattr(self.strategy, "params", None)
-        return {
-            "plugin_version": __version__,
-            "policy": self.backends.policy_name, "pretrained": s.pretrained,
-            "prm": self.backends.prm_name, "prm_family": s.prm_family,
-            "prm_step_separator": s.prm_step_separator,
-            "strategy": self._strategy_name(),
-            "params": dataclasses.asdict(params) if _is_params(params) else repr(params),
-            "budget": dataclasses.asdict(self.budget),
-            "seed": getattr(params, "seed", None),
-            "question_field": s.question_field, "domain": s.domain, "max_gen_toks": s.max_gen_toks,
-            "device": s.device, "dtype": s.dtype,
-            "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
-            "wrapped_model_args": split.passthrough,
-            "checkpoints": {"pretrained": checkpoint_stamp(s.pretrained), "prm": checkpoint_stamp(s.prm)},
-        }
-
-
-def _is_params(obj: Any) -> bool:
-    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+        return self.session.strategy_name

@@ -138,11 +138,8 @@ def build_backends(
     prm, prm_name = prm_obj, type(prm_obj).__name__ if prm_obj is not None else None
     if prm is None and settings.prm:
         prm, prm_name = _load_prm(settings, split.prm_kwargs), settings.prm
-    if prm is None and needs_prm:
-        raise ValueError(
-            f"strategy={strategy_name} ranks candidates with a PRM: pass prm=<path or Hub id> in model_args "
-            "(or use strategy=greedy / strategy=majority, which need none)."
-        )
+    if prm is None and needs_prm:  # SearchSession.build checked this before loading anything
+        raise RuntimeError(f"strategy={strategy_name} needs a PRM, and none was built.")
     if prm is not None:
         check_separator(prm, step_delimiter)
     return Backends(policy=policy, prm=prm, policy_name=policy_name, prm_name=prm_name,

@@ -1,7 +1,7 @@
-"""One configured search (strategy, budget, policy, PRM) for harnesses other than lm-eval.
+"""One configured search (strategy, budget, policy, PRM), the one every harness uses.
 
-EvalPlus and LiveCodeBench runs take the same settings as ``lm_eval --model
-prm_guided --model_args ...`` (see ``lm_eval_config.ModelSettings``): a
+``lm_eval --model prm_guided``, EvalPlus and LiveCodeBench runs all build one from the
+same settings (see ``lm_eval_config.ModelSettings``): a
 ``key=value,key=value`` string whose keys are the model's settings, the strategy's
 parameters, and ``policy.<k>=`` / ``prm.<k>=`` keywords. On top of lm-eval's choices,
 ``policy=`` and ``prm=`` also take a Python object spec ``package.module:attr`` (a
@@ -9,7 +9,9 @@ class or factory called with the ``policy.<k>`` / ``prm.<k>`` keywords), for bac
 this package does not ship and for scripted test doubles.
 
 Each final solution a harness asks for is one search whose strategy seed is offset by
-the sample index, so repeated samples of a task are independent draws, not copies.
+the sample index (``SEED_STRIDE``), so repeated samples of a task are independent draws,
+not copies; a harness's sampling settings replace the strategy's unless ``temperature=``
+/ ``top_p=`` were given explicitly (``strategy_for``).
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ from prm_plugin.integrations.lm_eval_config import (
 )
 from prm_plugin.integrations.traces import CostSummary
 from prm_plugin.search import Budget, Problem, SearchResult
+from prm_plugin.strategy import SEED_STRIDE, check_prm, requires_prm
 
 _OBJECT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-#: Seed offset between the final samples of one task (as lm-eval repeats use).
-SAMPLE_SEED_STRIDE = 1_000_003
 
 
 def parse_model_args(text: str) -> dict[str, str]:
@@ -99,7 +100,7 @@ class SearchSession:
     config: dict[str, Any]
     explicit_sampling: set[str] = field(default_factory=set)
     costs: CostSummary = field(default_factory=CostSummary)
-    _strategies: dict[tuple[int, float | None], Any] = field(default_factory=dict, repr=False)
+    _strategies: dict[tuple[int, float | None, float | None], Any] = field(default_factory=dict, repr=False)
 
     @property
     def settings(self) -> Any:
@@ -132,6 +133,7 @@ class SearchSession:
         s = split.settings
         if strategy_cls is not None:
             strategy = strategy_cls(build_strategy_params(strategy_cls.Params, split.strategy_params))
+        check_prm(strategy, prm is not None or bool(s.prm))  # before any model is loaded
         if policy is None and is_object_spec(s.policy):
             if split.passthrough:
                 raise ValueError(_unknown_keys(split.passthrough, strategy_cls, harness))
@@ -140,7 +142,7 @@ class SearchSession:
         if prm is None and is_object_spec(s.prm):
             prm = load_object(str(s.prm), split.prm_kwargs)
         backends = build_backends(
-            s, split, policy_obj=policy, prm_obj=prm, needs_prm=getattr(strategy, "needs_prm", True),
+            s, split, policy_obj=policy, prm_obj=prm, needs_prm=requires_prm(strategy),
             strategy_name=str(getattr(strategy, "name", type(strategy).__name__)),
             step_delimiter=getattr(getattr(strategy, "params", None), "step_delimiter", None),
         )
@@ -159,20 +161,23 @@ class SearchSession:
         """The policy's tokenizer, or None when it exposes none."""
         return self.backends.tokenizer(required=False)
 
-    def strategy_for(self, sample: int, temperature: float | None = None) -> Any:
-        """The strategy for final sample ``sample``: its seed offset by the sample index, and
-        the harness's sampling ``temperature`` unless ``temperature=`` was set explicitly
-        (a harness temperature of 0 or None keeps the strategy's own)."""
-        key = (sample, temperature)
+    def strategy_for(self, sample: int, temperature: float | None = None, top_p: float | None = None) -> Any:
+        """The strategy for final sample ``sample`` (lm-eval's repeat index): its seed offset
+        by ``SEED_STRIDE * sample``, and the harness's sampling ``temperature`` / ``top_p``
+        unless ``temperature=`` / ``top_p=`` were set explicitly (a harness temperature of 0
+        or None keeps the strategy's own)."""
+        key = (sample, temperature, top_p)
         if key in self._strategies:
             return self._strategies[key]
         params: Any = getattr(self.strategy, "params", None)
         if not (dataclasses.is_dataclass(params) and not isinstance(params, type) and hasattr(params, "seed")):
             made = self.strategy  # a strategy object without seeded Params runs as given
         else:
-            changes: dict[str, Any] = {"seed": getattr(params, "seed", 0) + SAMPLE_SEED_STRIDE * sample}
+            changes: dict[str, Any] = {"seed": getattr(params, "seed", 0) + SEED_STRIDE * sample}
             if temperature and "temperature" not in self.explicit_sampling:
                 changes["temperature"] = float(temperature)
+            if top_p is not None and "top_p" not in self.explicit_sampling:
+                changes["top_p"] = float(top_p)
             try:
                 new = dataclasses.replace(params, **changes)
             except ValueError:  # e.g. greedy, whose temperature is fixed at 0
@@ -181,10 +186,10 @@ class SearchSession:
         self._strategies[key] = made
         return made
 
-    def search(self, problems: Sequence[Problem], *, sample: int = 0,
-               temperature: float | None = None) -> list[SearchResult]:
+    def search(self, problems: Sequence[Problem], *, sample: int = 0, temperature: float | None = None,
+               top_p: float | None = None) -> list[SearchResult]:
         """Run one search per problem (one batched strategy call)."""
-        strategy = self.strategy_for(sample, temperature)
+        strategy = self.strategy_for(sample, temperature, top_p)
         results: list[SearchResult] = strategy.search(list(problems), self.backends.policy,
                                                       self.backends.prm, self.budget)
         if len(results) != len(problems):
@@ -205,7 +210,8 @@ class SearchSession:
             "prm": self.backends.prm_name, "prm_family": s.prm_family,
             "prm_step_separator": s.prm_step_separator, "strategy": self.strategy_name,
             "params": dataclasses.asdict(params) if is_params else repr(params),
-            "budget": dataclasses.asdict(self.budget), "max_gen_toks": s.max_gen_toks,
+            "budget": dataclasses.asdict(self.budget), "seed": getattr(params, "seed", None),
+            "question_field": s.question_field, "domain": s.domain, "max_gen_toks": s.max_gen_toks,
             "device": s.device, "dtype": s.dtype,
             "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
             "wrapped_model_args": split.passthrough,

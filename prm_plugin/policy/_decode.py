@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from prm_plugin import hf_kv as _kv
 from prm_plugin._hf_compat import CACHE_KW, output_cache
-from prm_plugin.policy import _kv, _shared_prefix
+from prm_plugin.policy import _shared_prefix
 from prm_plugin.policy._detok import Detokenizer, RowText
 from prm_plugin.policy._request import StopSet
 from prm_plugin.policy._sampling import sample_next

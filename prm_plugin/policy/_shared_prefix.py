@@ -215,8 +215,8 @@ def supports(model: Any) -> bool:
 
 
 def _probe(model: Any) -> bool:
+    from prm_plugin import hf_kv as _kv
     from prm_plugin._hf_compat import CACHE_KW, output_cache
-    from prm_plugin.policy import _kv
 
     device = next(model.parameters()).device
     vocab = model.get_input_embeddings().num_embeddings

@@ -263,7 +263,7 @@ def _prefix_cache(jobs: list[_Job], P: int, room: int = 0) -> Any:
     for ``room`` more positions so the forward appends the new tokens in place."""
     from transformers import DynamicCache
 
-    from prm_plugin.policy._kv import growing_cache
+    from prm_plugin.hf_kv import growing_cache
 
     if P == 0:
         return DynamicCache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from task_configs import _world
+from prm_plugin.task_configs import _world
 
 TASK = "codelike_prm"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from task_configs import _code, _data
+from prm_plugin.grading import humaneval
+from prm_plugin.task_configs import _data
 
 TASK = "humaneval_plus_prm"
 DATASET = "evalplus/humanevalplus"
@@ -28,6 +29,6 @@ def doc_to_text(doc: dict[str, Any]) -> str:
 
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
-    program = _code.humaneval_program(results[0], doc["prompt"], doc["entry_point"])
-    tests = _code.humaneval_tests(doc["test"])
-    return {"pass@1": float(_code.grade_humaneval(program, doc["entry_point"], tests))}
+    program = humaneval.humaneval_program(results[0], doc["prompt"], doc["entry_point"])
+    tests = humaneval.humaneval_tests(doc["test"])
+    return {"pass@1": float(humaneval.grade_humaneval(program, doc["entry_point"], tests))}

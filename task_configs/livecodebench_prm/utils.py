@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from task_configs import _code, _data
+from prm_plugin.grading import livecodebench as lcb
+from prm_plugin.grading.code import last_fenced_block
+from prm_plugin.task_configs import _data
 
 TASK = "livecodebench_prm"
-REPO = "livecodebench/code_generation_lite"
-RELEASE = "release_v5"
-START_DATE, END_DATE = "2024-08-01", "2025-02-01"
-WITH_STARTER = "You will use the following starter code to write the solution to the problem and enclose your code within delimiters."
-WITHOUT_STARTER = (
-    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
-    "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
-    "it reads the inputs, runs the algorithm and writes output to STDOUT."
-)
-
-
-def release_files(release: str) -> list[str]:
-    """The JSONL files of a release: ``release_vN`` is cumulative (test.jsonl ..
-    testN.jsonl), ``vN`` is that release's additions only."""
-    name = release.removeprefix("release_")
-    if name == "latest":
-        name = "v6"
-    if not (name.startswith("v") and name[1:].isdigit() and int(name[1:]) >= 1):
-        raise ValueError(f"Unknown LiveCodeBench release {release!r}; use release_v1 .. release_v6 or v1 .. v6.")
-    n = int(name[1:])
-    files = [f"test{i}.jsonl" if i > 1 else "test.jsonl" for i in range(1, n + 1)]
-    return files if release.startswith("release_") else files[-1:]
+REPO, RELEASE, START_DATE, END_DATE = lcb.REPO, lcb.RELEASE, lcb.START_DATE, lcb.END_DATE
 
 
 def load_dataset(**metadata: Any) -> Any:
@@ -42,19 +22,11 @@ def load_dataset(**metadata: Any) -> Any:
         from huggingface_hub import hf_hub_download
 
         files = [hf_hub_download(REPO, f, repo_type="dataset", revision=metadata.get("lcb_revision"))
-                 for f in release_files(release)]
+                 for f in lcb.release_files(release)]
         return datasets.load_dataset("json", data_files={"test": files})
 
     data = _data.load(TASK, metadata, upstream)
-    return data.filter(lambda doc: in_window(doc["contest_date"], start, end))
-
-
-def in_window(contest_date: str, start: str | None, end: str | None) -> bool:
-    """Whether a contest date lies in [start, end] (either bound may be None)."""
-    day = datetime.fromisoformat(str(contest_date)).date()
-    if start and day < datetime.fromisoformat(str(start)).date():
-        return False
-    return not (end and day > datetime.fromisoformat(str(end)).date())
+    return data.filter(lambda doc: lcb.in_window(doc["contest_date"], start, end))
 
 
 def process_docs(dataset: Any) -> Any:
@@ -62,13 +34,8 @@ def process_docs(dataset: Any) -> Any:
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:
-    prompt = f"### Question:\n{doc['question_content']}\n\n"
-    if doc.get("starter_code"):
-        prompt += f"### Format: {WITH_STARTER}\n```python\n{doc['starter_code']}\n```\n\n"
-    else:
-        prompt += f"### Format: {WITHOUT_STARTER}\n```python\n# YOUR CODE HERE\n```\n\n"
-    return prompt + "### Answer: (use the provided format with backticks)\n\n"
+    return lcb.doc_to_text(doc)
 
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
-    return {"pass@1": float(_code.grade_lcb(_code.last_fenced_block(results[0]), doc))}
+    return {"pass@1": float(lcb.grade_lcb(last_fenced_block(results[0]), doc))}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from task_configs import _data, _math
+from prm_plugin.grading import math as _math
+from prm_plugin.task_configs import _data
 
 TASK = "math500_prm"
 DATASET = "HuggingFaceH4/MATH-500"

@@ -4,10 +4,16 @@ mixtures of them."""
 
 from __future__ import annotations
 
-from trainers.data._io import clean_step, read_records, stepwise_features
-from trainers.data.math_shepherd import load_math_shepherd
-from trainers.data.mixture import SourceSpec, load_mixture, load_source, load_stepwise, mix
-from trainers.data.prm800k import load_prm800k, load_problem_texts, normalize_problem
+from prm_plugin.trainers.data._io import clean_step, read_records, stepwise_features
+from prm_plugin.trainers.data.math_shepherd import load_math_shepherd
+from prm_plugin.trainers.data.mixture import (
+    SourceSpec,
+    load_mixture,
+    load_source,
+    load_stepwise,
+    mix,
+)
+from prm_plugin.trainers.data.prm800k import load_prm800k, load_problem_texts, normalize_problem
 
 __all__ = [
     "SourceSpec",

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from trainers.data._io import clean_step, read_records, to_stepwise_dataset
-from trainers.data.math_shepherd import load_math_shepherd
-from trainers.data.prm800k import load_prm800k
+from prm_plugin.trainers.data._io import clean_step, read_records, to_stepwise_dataset
+from prm_plugin.trainers.data.math_shepherd import load_math_shepherd
+from prm_plugin.trainers.data.prm800k import load_prm800k
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from trainers.data._io import clean_step, read_records, to_stepwise_dataset
+from prm_plugin.trainers.data._io import clean_step, read_records, to_stepwise_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from prm_plugin.search import PrefixProposals
+from prm_plugin.trainers.world.sft import STEP_DELIMITER
 from prm_plugin.world.generator import Problem
 from prm_plugin.world.grading import final_answer, true_step_labels
-from prm_plugin.world.sft import STEP_DELIMITER
 
 
 class AnnotatorPolicy:

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from prm_plugin.trainers.world.sft import PolicyShape
 from prm_plugin.world.generator import Difficulty, ErrorModel, make_set
-from prm_plugin.world.sft import PolicyShape
 
 MAX_TOKENS = 256  # longer than any solution the world's policy should write
 SET_SIZES = {"arith_test": 300, "arith_val": 300, "codelike_test": 200}
@@ -114,7 +114,7 @@ def build_world(out: Path, cfg: BuildConfig, log: Any = print) -> dict[str, Any]
 
 def _train_policy(path: Path, tokenizer: Any, cfg: BuildConfig, held_out: set[str]) -> Any:
     from prm_plugin.policy.hf import HFPolicy
-    from prm_plugin.world.sft import sft_rows, train_policy
+    from prm_plugin.trainers.world.sft import sft_rows, train_policy
 
     rows = [r for r in sft_rows(cfg.sft_examples, cfg.seed + 11, cfg.difficulty, cfg.errors)
             if r["prompt"][0]["content"] not in held_out]
@@ -125,13 +125,13 @@ def _train_policy(path: Path, tokenizer: Any, cfg: BuildConfig, held_out: set[st
 
 
 def _label(policy: Any, tokenizer: Any, cfg: BuildConfig, held_out: set[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from prm_plugin.world.labels import (
+    from prm_plugin.trainers.aslaf import ConsensusConfig, label_and_filter
+    from prm_plugin.trainers.world.labels import (
         AnnotatorPolicy,
         answer_checker,
         label_quality,
         sample_solution_rows,
     )
-    from trainers.aslaf import ConsensusConfig, label_and_filter
 
     problems = [p for p in make_set("arith", cfg.label_problems + len(held_out), cfg.seed + 21, cfg.difficulty, "label-")
                 if p.question not in held_out][: cfg.label_problems]
@@ -164,7 +164,7 @@ def _label(policy: Any, tokenizer: Any, cfg: BuildConfig, held_out: set[str]) ->
 def _train_prm(path: Path, policy_path: Path, rows: list[dict[str, Any]], cfg: BuildConfig) -> None:
     import torch
 
-    from trainers import PRMConfig, PRMTrainer
+    from prm_plugin.trainers import PRMConfig, PRMTrainer
 
     random.Random(cfg.seed).shuffle(rows)
     args = PRMConfig(
@@ -183,7 +183,7 @@ def _train_prm(path: Path, policy_path: Path, rows: list[dict[str, Any]], cfg: B
 def _evaluate(out: Path, tokenizer: Any, sets: dict[str, list[Any]], cfg: BuildConfig) -> dict[str, Any]:
     from prm_plugin.policy.hf import HFPolicy
     from prm_plugin.prm import load_prm
-    from prm_plugin.world.evaluate import world_figures
+    from prm_plugin.trainers.world.figures import world_figures
 
     policy = HFPolicy.from_pretrained(str(out / "policy"), batch_size=256)
     prm = load_prm(str(out / "prm"))
@@ -215,9 +215,9 @@ def main(argv: Sequence[str]) -> int:
 
 def eval_main(argv: Sequence[str]) -> int:
     """Recompute the figures of a built world with its own checkpoints and config."""
+    from prm_plugin.trainers.world.report import format_report, update_readme
     from prm_plugin.world import ASSETS
     from prm_plugin.world.generator import Problem
-    from prm_plugin.world.report import format_report, update_readme
     from prm_plugin.world.tokenizer import build_tokenizer
 
     parser = argparse.ArgumentParser(prog="prm-plugin world eval", description=eval_main.__doc__)
@@ -249,7 +249,7 @@ def build_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     cfg = replace(SCALES[args.scale], seed=args.seed)
     report = build_world(args.out, cfg)
-    from prm_plugin.world.report import format_report, update_readme
+    from prm_plugin.trainers.world.report import format_report, update_readme
 
     text = format_report(report)
     print(text)

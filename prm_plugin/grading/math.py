@@ -1,4 +1,5 @@
-"""Math answer grading: math-verify equivalence and Minerva-normalised exact match.
+"""Math answer grading: math-verify equivalence and Minerva-normalised exact match, and the
+math ``Checker`` of the trainer's Monte-Carlo labelling.
 
 Minerva normalisation follows the rules of Lewkowycz et al. (2022), appendix D: keep
 what follows the last ``=``, apply a fixed list of substitutions, drop unit words and
@@ -102,3 +103,12 @@ def score(completion: str, gold_answer: str) -> dict[str, Any]:
         "math_verify": float(math_verify_correct(completion, gold_answer)),
         "exact_match": float(minerva_exact_match(completion, gold_answer)),
     }
+
+
+def math_checker(solution: str, reference: Any) -> bool:
+    """A ``Checker`` (``prm_plugin.grading.code.Checker``): the solution's final answer
+    (``\\boxed{}`` or last expression) is equivalent to ``reference`` under math-verify
+    (``prm_plugin.answers.MathAnswerKey``)."""
+    from prm_plugin.answers import MathAnswerKey
+
+    return MathAnswerKey.equivalent(MathAnswerKey.extract(solution), str(reference))
