@@ -51,9 +51,6 @@ from typing import Any
 import torch
 
 HERE = Path(__file__).resolve().parent
-# Running this file puts benchmarks/ first on sys.path, where benchmarks/strategies.py would
-# shadow the `strategies` package the built-in plugins load from: take it off again.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 _spec = importlib.util.spec_from_file_location("search_cost_lib", HERE / "search_cost_lib.py")
 assert _spec is not None and _spec.loader is not None
 lib = sys.modules.setdefault("search_cost_lib", importlib.util.module_from_spec(_spec))

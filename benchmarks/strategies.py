@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-# Running this file puts benchmarks/ first on sys.path, where this very file would shadow
-# the `strategies` package the built-in plugins load from: take it off again.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 STRATEGIES = ("greedy", "majority", "weighted_majority", "bon", "beam", "mcts")
 PARAMS: dict[str, dict[str, Any]] = {

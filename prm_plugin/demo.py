@@ -54,7 +54,8 @@ def run_demo(argv: Sequence[str]) -> list[dict[str, Any]]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from prm_plugin import task_configs, world
+    import prm_plugin.task_configs as task_configs
+    from prm_plugin import world
 
     args = _args(argv)
     folder = args.world or world.ASSETS

@@ -87,7 +87,8 @@ class BeamSearch(Strategy):
                 tree = run.trees[i]
                 done = [c for c in children[i] if tree.nodes[c].finished]
                 active = [c for c in children[i] if not tree.nodes[c].finished]
-                rank = sorted(active, key=lambda c, i=i: (-run.aggregate(i, ends[i, c]), c))
+                scores = {c: run.aggregate(i, ends[i, c]) for c in active}
+                rank = sorted(active, key=lambda c: (-scores[c], c))
                 completed[i] += done
                 expanded, beams[i] = beams[i], rank[: n // m]
                 rounds[i].append({"step": step, "expanded": expanded, "children": children[i],

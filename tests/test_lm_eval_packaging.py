@@ -6,31 +6,15 @@ with the already-installed setuptools (no network, no build isolation).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from prm_plugin.integrations._lm_eval_hook import PTH_FILENAME
 
 REPO = Path(__file__).resolve().parents[1]
 PTH_SOURCE = REPO / "prm_plugin" / "integrations" / PTH_FILENAME
-
-
-@pytest.fixture(scope="module")
-def source_copy(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("src") / "prm-plugin"
-    dest.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy2(REPO / name, dest / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for pkg in ("prm_plugin", "task_configs", "strategies", "trainers"):
-        if (REPO / pkg).is_dir():
-            shutil.copytree(REPO / pkg, dest / pkg, ignore=ignore)
-    return dest
 
 
 def _root_files(wheel: Path) -> dict[str, bytes]:

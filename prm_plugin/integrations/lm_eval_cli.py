@@ -22,7 +22,7 @@ def task_path_main(argv: Sequence[str]) -> int:
         description="Print the folder of prm-plugin's lm-eval task configs, for lm_eval --include_path.",
     )
     parser.parse_args(list(argv))
-    from prm_plugin import task_configs
+    import prm_plugin.task_configs as task_configs
 
     print(task_configs.path())
     return 0
@@ -32,7 +32,7 @@ def lm_eval_main(argv: Sequence[str]) -> int:
     """Run lm-eval's CLI (``lm_eval ARGS``) with ``prm_guided`` registered."""
     args = list(argv)
     if not any(a == "--include_path" or a.startswith("--include_path=") for a in args) and _runs(args):
-        from prm_plugin import task_configs
+        import prm_plugin.task_configs as task_configs
 
         args += ["--include_path", task_configs.path()]
     from lm_eval.__main__ import cli_evaluate
