@@ -28,6 +28,13 @@ take to generate bon's tokens at its own rate; the raw ratio is printed beside i
     python benchmarks/search_cost.py                      # the shipped world, CPU
     python benchmarks/search_cost.py --world DIR --problems 4 --budgets 4 --ops 3-4,6-8
     python benchmarks/search_cost.py --shape 0.5b --device cuda --max-tokens 512 --generate
+    .vllm-venv/bin/python benchmarks/search_cost.py --policy-backend vllm   # + rows on vLLM engines
+
+``--policy-backend vllm`` adds a third row per case, ``vllm``: ours (all problems in one
+search) with the policy on a ``vllm.LLM`` engine (prefix caching on, 32-token blocks on a
+CPU) and the PRM on vLLM's pooling runner (``--prm-backend hf``: the in-process scorer).
+vLLM samples other random streams than the HF policy, so its answers are its own (its
+accuracy is printed); greedy output is the same (tests/test_vllm_real.py).
 
 ``--shape`` builds a random-init Qwen2 policy and PRM of that shape (no weights) with the
 world's tokenizer, steered to write steps of about ``--step-tokens`` tokens and to end
@@ -42,6 +49,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -77,7 +85,7 @@ def cases(strategies: Sequence[str], budgets: Sequence[int], ops: Sequence[tuple
     return out
 
 
-def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(args: argparse.Namespace, folder: Path, scratch: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     models = lib.load_models(folder, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                          prm_batch_size=args.prm_batch_size)
     models.shared_prefix = not args.no_shared_prefix
@@ -88,12 +96,17 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], d
     all_cases = cases(args.strategies, args.budgets, args.ops, common)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
+    impls = IMPLS
+    if args.policy_backend == "vllm":
+        lib.add_vllm(models, folder, scratch, dtype=args.dtype,
+                     prm_backend=args.prm_backend, max_model_len=args.max_tokens + 256)
+        impls = (*IMPLS, "vllm")
     for lo, hi in args.ops:
         truth, problems = lib.world_problems(models.tokenizer, args.problems, args.seed, lo, hi, args.max_tokens,
                                          like=folder)
-        _warm_up(models, problems, common)
+        _warm_up(models, problems, common, impls)
         for case in [c for c in all_cases if c.ops == f"{lo}-{hi}"]:
-            for impl in IMPLS:
+            for impl in impls:
                 best = None
                 for _ in range(args.repeat):
                     row = lib.measure(case, impl, problems, models, memory, truth)
@@ -114,9 +127,9 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], d
     return rows, extra
 
 
-def _warm_up(models: Models, problems: Sequence[Any], common: dict[str, Any]) -> None:
+def _warm_up(models: Models, problems: Sequence[Any], common: dict[str, Any], impls: Sequence[str]) -> None:
     """One small search per implementation (kernels, allocator, tokenizer caches); not counted."""
-    for impl in IMPLS:
+    for impl in impls:
         lib.search(Case("beam", 2, 0, "", tuple(sorted({**common, "beam_width": 2, "max_steps": 2}.items()))),
                impl, problems[:1], models)
 
@@ -182,17 +195,21 @@ def table(rows: Sequence[dict[str, Any]], extra: dict[str, Any]) -> str:
             f"{'uniqP':>8}{'pre/uP':>7}{'gen':>8}{'seconds':>9}{'speedup':>8}{'RSS MB':>8}{'acc':>6}"
             f"  answers")
     lines = [head, "-" * len(head)]
+    engines = {(r["strategy"], r["budget"], r["ops"]): r for r in rows if r["impl"] == "vllm"}
     for ours, naive in pairs(rows):
         same = "equal" if ours["answers_sha256"] == naive["answers_sha256"] else "DIFFER"
-        for r in (ours, naive):
-            speed = f"{_ratio(naive['seconds'], ours['seconds']):.2f}x" if r is ours else ""
+        on_vllm = engines.get((ours["strategy"], ours["budget"], ours["ops"]))
+        for r in (ours, naive, *([on_vllm] if on_vllm else [])):
+            speed = f"{_ratio(naive['seconds'], r['seconds']):.2f}x" if r is not naive else ""
+            if r is on_vllm:  # other sampling streams: its own answers, not compared
+                same = ""
             lines.append(
                 f"{r['strategy']:<9}{r['budget']:>3} {r['ops']:>5} {r['impl']:<6}{r['prm_tokens']:>8}"
                 f"{r['unique_tokens']:>8}{_fmt(r['prm_tokens'], r['unique_tokens']):>7}"
                 f"{r['policy_prefill_tokens']:>9}{r['unique_prompt_tokens']:>8}"
                 f"{_fmt(r['policy_prefill_tokens'], r['unique_prompt_tokens']):>7}{r['generated_tokens']:>8}"
                 f"{r['seconds']:>9.2f}{speed:>8}{r['peak_rss_mb']:>8.0f}{r.get('accuracy', float('nan')):>6.2f}"
-                f"  {r['answers_sha256'][:10]} {same if r is ours else ''}")
+                f"  {r['answers_sha256'][:10]} {same if r is not naive else ''}")
     lines.append("")
     for b in beam_vs_bon(rows):
         lines.append(f"beam@{b['budget']} / bon@{b['budget']} (ops {b['ops']}): {b['raw']:.2f}x wall-clock "
@@ -254,6 +271,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--step-tokens", type=float, default=40.0, help="--shape: mean tokens per step")
     ap.add_argument("--solution-tokens", type=float, default=400.0, help="--shape: mean tokens to EOS")
     ap.add_argument("--json", action="store_true", help="print one JSON list of rows")
+    ap.add_argument("--policy-backend", choices=("hf", "vllm"), default="hf",
+                    help="vllm: also run ours on vLLM engines (rows 'vllm'; needs vLLM installed)")
+    ap.add_argument("--prm-backend", choices=("hf", "vllm"), default="vllm",
+                    help="the 'vllm' rows' PRM: vLLM's pooling runner (default) or the in-process scorer")
     args = ap.parse_args(argv)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.world is not None and args.shape is not None:
@@ -263,6 +284,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parse(argv)
+    if args.policy_backend == "vllm":  # before vLLM is imported: a 1 GiB KV cache, engines in this process
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -275,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 from prm_plugin import world
 
                 folder = args.world or world.ASSETS
-            rows, extra = run(args, folder)
+            rows, extra = run(args, folder, Path(tmp))
     finally:
         torch.set_num_threads(threads)
     if args.json:

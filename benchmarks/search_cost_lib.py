@@ -32,6 +32,10 @@ from prm_plugin.policy.hf import HFPolicy
 from prm_plugin.search import Budget, Problem, SearchResult
 
 IMPLS = ("ours", "naive")
+#: Implementations that search all problems in one call ("vllm": ours on vLLM engines).
+BATCHED = ("ours", "vllm")
+#: vLLM engine settings for the "vllm" rows (CPU: in-process engine, 32-token cache blocks).
+VLLM_ENGINE = {"enforce_eager": True, "distributed_executor_backend": "uni", "block_size": 32}
 #: Random-init model shapes (Qwen2 dimensions; the vocabulary is the world's 99 characters).
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -55,9 +59,13 @@ class Models:
     batch_size: int = 64
     prefix_cache_bytes: int | None = None  # ours; None = HFPolicy's automatic size
     shared_prefix: bool = True  # ours: shared-prefix attention (False: an ablation)
+    vllm_policy: Any = None  # the "vllm" rows' policy (a VLLMPolicy), when asked for
 
-    def policy(self, impl: str) -> HFPolicy:
+    def policy(self, impl: str) -> Any:
         """A fresh policy (empty prefix cache) for one run."""
+        if impl == "vllm":
+            self.vllm_policy.llm.reset_prefix_cache()
+            return self.vllm_policy
         size = 0 if impl == "naive" else self.prefix_cache_bytes
         return HFPolicy(self.model, self.tokenizer, batch_size=self.batch_size, prefix_cache_bytes=size,
                         shared_prefix_attention=impl != "naive" and self.shared_prefix)
@@ -161,7 +169,7 @@ def search(case: Case, impl: str, problems: Sequence[Problem], models: Models) -
     budget = Budget(n=case.budget)
     _sync()
     start = time.perf_counter()
-    if impl == "ours":
+    if impl in BATCHED:
         results = strategy.search(list(problems), policy, prm, budget)
     else:
         results = [r for p in problems for r in strategy.search([p], policy, prm, budget)]
@@ -295,3 +303,22 @@ def _steer(model: Any, tok: Any, step_tokens: float, solution_tokens: float) -> 
     head[eos, 0] = math.log(q * plain / rest) / h0
     for k in special:
         head[k, 0] = -30.0 / h0
+
+
+def add_vllm(models: Models, folder: Path, scratch: Path, *, dtype: str, prm_backend: str,
+             max_model_len: int) -> None:
+    """The "vllm" rows' engines: the world's policy on vLLM, and its PRM on vLLM's pooling
+    runner (exported to ``scratch`` as a token-classification checkpoint) or, with
+    ``prm_backend="hf"``, the in-process scorer ours uses."""
+    from prm_plugin.policy.vllm import VLLMPolicy
+
+    engine = {**VLLM_ENGINE, "dtype": dtype, "max_model_len": max_model_len}
+    models.vllm_policy = VLLMPolicy.from_pretrained(str(folder / "policy"), **engine)
+    if prm_backend == "vllm":
+        from prm_plugin.prm.load import load_prm
+        from prm_plugin.trainers.export import export_token_classification
+
+        exported = export_token_classification(str(folder / "prm"), scratch / "prm_tc")
+        models.prms["vllm"] = load_prm(str(exported), backend="vllm", **engine)
+    else:
+        models.prms["vllm"] = models.prms["ours"]

@@ -30,7 +30,13 @@ def load(task: str, world_set: str, metadata: Mapping[str, Any]) -> Any:
 
 
 def process_docs(dataset: Any, domain: str) -> Any:
-    return dataset.map(lambda doc: {"prm_question": doc["question"], "prm_domain": domain})
+    """PRM fields, and the world's recommended search temperature (``prm_temperature``):
+    ``prm_guided`` samples at it unless ``temperature=`` is in model_args; the task's
+    gen_kwargs stay greedy, so a stock ``--model hf`` run is the greedy baseline."""
+    from prm_plugin.world.evaluate import SAMPLE_TEMPERATURE
+
+    return dataset.map(lambda doc: {"prm_question": doc["question"], "prm_domain": domain,
+                                    "prm_temperature": SAMPLE_TEMPERATURE})
 
 
 def score(doc: dict[str, Any], completion: str) -> dict[str, float]:

@@ -219,6 +219,9 @@ def _load_prm(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
 
     assert settings.prm is not None
     try:
+        if settings.prm_backend == "vllm":  # vLLM places the model itself
+            return load_prm(settings.prm, family=settings.prm_family, dtype=settings.dtype,
+                            step_separator=settings.prm_step_separator, backend="vllm", **kwargs)
         return load_prm(settings.prm, family=settings.prm_family, device=_device(settings),
                         dtype=settings.dtype, step_separator=settings.prm_step_separator, **kwargs)
     except ValueError as exc:

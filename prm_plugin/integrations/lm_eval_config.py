@@ -44,6 +44,8 @@ class ModelSettings:
         prm: the PRM checkpoint (path or Hub id); its family is auto-detected.
         prm_family: force a PRM family instead of auto-detection.
         prm_step_separator: override the PRM's step separator (checked by ``load_prm``).
+        prm_backend: ``hf`` (in-process) or ``vllm`` (vLLM's pooling runner, for
+            token-classification PRMs: Qwen2.5-Math-PRM, ``prm-plugin export-prm`` output).
         strategy: a registered strategy name (``prm-plugin strategies`` lists them).
         n: the budget knob every strategy maps onto its shape (candidates / rollouts).
         max_policy_tokens: optional cap on policy tokens per problem.
@@ -65,6 +67,7 @@ class ModelSettings:
     prm: str | None = None
     prm_family: str | None = None
     prm_step_separator: str | None = None
+    prm_backend: str = "hf"
     strategy: str = "bon"
     n: int = 8
     max_policy_tokens: int | None = None
@@ -85,6 +88,8 @@ class ModelSettings:
             raise ValueError(f"search_batch_size must be >= 1, got {self.search_batch_size}.")
         if self.max_gen_toks < 1:
             raise ValueError(f"max_gen_toks must be >= 1, got {self.max_gen_toks}.")
+        if self.prm_backend not in ("hf", "vllm"):
+            raise ValueError(f"prm_backend={self.prm_backend!r}: choose hf (in-process) or vllm (pooling runner).")
         if self.policy == "prm_guided":
             raise ValueError("policy=prm_guided would wrap itself; choose hf, vllm or another lm-eval model.")
 

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 KNOWN_GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p")
 QUESTION_FIELD = "prm_question"
 DOMAIN_FIELD = "prm_domain"
+#: A task's recommended search temperature (the world's tasks set it): used when the
+#: task's gen_kwargs do not sample and ``temperature=`` is not in model_args.
+TEMPERATURE_FIELD = "prm_temperature"
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Job:
     context: str
     gen_kwargs: dict[str, Any]
     problem: Problem
-    temperature: float | None  # from gen_kwargs when they ask for sampling
+    temperature: float | None  # from gen_kwargs when they ask for sampling, else the doc's prm_temperature
     top_p: float | None
     key: str = ""
 
@@ -89,7 +92,7 @@ class JobBuilder:
         return Job(
             index=index, task=task, doc_id=req.doc_id, repeat=repeat, context=context,
             gen_kwargs=raw, problem=problem,
-            temperature=float(kwargs["temperature"]) if sampling else None,
+            temperature=float(kwargs["temperature"]) if sampling else _recommended_temperature(task, doc),
             top_p=float(kwargs["top_p"]) if sampling and "top_p" in kwargs else None,
         )
 
@@ -124,3 +127,15 @@ class JobBuilder:
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
+
+
+def _recommended_temperature(task: str, doc: dict[str, Any]) -> float | None:
+    value = doc.get(TEMPERATURE_FIELD)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        raise ValueError(
+            f"{task}: doc field {TEMPERATURE_FIELD}={value!r} must be a number in (0, 10], the search "
+            "temperature the task recommends; fix the task's process_docs or drop the field."
+        )
+    return float(value)

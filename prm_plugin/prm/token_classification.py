@@ -152,7 +152,7 @@ class TokenClassificationFamily:
                 "reads 2-label heads (label 1 = correct step)."
             )
         dev = resolve_device(device)
-        segmenter, separator = _segmenter(info, tokenizer, step_separator, own.get("system_prompt"))
+        segmenter, separator = segmenter_for(info, tokenizer, step_separator, own.get("system_prompt"))
         torch_dtype = resolve_dtype(dtype, dev)
         model = _load_two_layer(info, torch_dtype) if QWEN_ARCH in info.architectures else _load_trl(info, torch_dtype)
         place(model, dev)
@@ -173,7 +173,7 @@ class TokenClassificationFamily:
         )
 
 
-def _segmenter(info: CheckpointInfo, tokenizer: Any, override: str | None,
+def segmenter_for(info: CheckpointInfo, tokenizer: Any, override: str | None,
                system: str | None) -> tuple[Any, str]:
     """The layout the checkpoint declares (prm_config ``layout``) or implies (architecture)."""
     layout_name = info.prm_config.get("layout", info.config.get("prm_layout"))

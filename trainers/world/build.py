@@ -59,7 +59,7 @@ class BuildConfig:
 SCALES = {
     "full": BuildConfig(),
     "tiny": BuildConfig(
-        shape=PolicyShape(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
+        shape=PolicyShape(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128),
         sft_examples=400, sft_batch=32, label_problems=12, label_samples=2, mc_rollouts=2,
         prm_epochs=1.0, eval_n=4, eval_limit=8, set_sizes={k: 20 for k in SET_SIZES},
     ),

@@ -1,6 +1,6 @@
 """Train the world's tiny policy with TRL's SFT trainer on noisy solutions.
 
-The policy is a small Qwen2-architecture causal LM over the character tokenizer.
+The policy is a small Qwen2-architecture causal LM over the world's byte-level BPE.
 Its training data are solutions drawn under the world's error model (see
 ``prm_plugin.world.generator``), so the policy learns to be right often, not always,
 and to make the step errors the PRM is then trained to catch.
@@ -27,11 +27,16 @@ STEP_DELIMITER = "\n\n"
 
 @dataclass(frozen=True)
 class PolicyShape:
-    """Size of the tiny policy (kept small enough to ship: a few MB of safetensors)."""
+    """Size of the tiny policy (kept small enough to ship: a few MB of safetensors).
 
-    hidden_size: int = 96
+    ``hidden_size / num_heads`` is the head dimension: vLLM's CPU attention needs at least
+    32 (16 and 24 are refused), so the shipped world keeps it at 32. Grouped-query
+    attention (``num_kv_heads < num_heads``) as in Qwen2.5."""
+
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
+    num_kv_heads: int = 2
     intermediate_size: int = 384
 
 
@@ -75,7 +80,7 @@ def train_policy(
         intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_layers,
         num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
         max_position_embeddings=512,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
