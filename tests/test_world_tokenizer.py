@@ -59,3 +59,28 @@ def test_world_tasks_recommend_the_world_sampling_temperature() -> None:
 
     docs = utils.process_docs(utils.load_dataset()["test"].select(range(3)))
     assert {d["prm_temperature"] for d in docs} == {SAMPLE_TEMPERATURE}
+
+
+def test_stock_lm_eval_hf_greedy_answers_as_prm_guided_greedy(tmp_path) -> None:
+    """The issue's check on a slice: stock ``--model hf`` and ``prm_guided`` with
+    ``strategy=greedy`` write the same answers on the world's task (100 of 100 on the
+    first 100 problems, 67% each, measured with the CLIs; README)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    import prm_plugin.task_configs as task_configs
+
+    policy = str(world.paths()["policy"])
+    manager = TaskManager(include_path=task_configs.path(), include_defaults=False)
+    kw = dict(tasks=["arith_prm"], limit=12, task_manager=manager, apply_chat_template=True, bootstrap_iters=0,
+              log_samples=True, device="cpu")
+    hf = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={policy},dtype=float32", batch_size=12, **kw)
+    ours = lm_eval.simple_evaluate(model="prm_guided", model_args=f"pretrained={policy},strategy=greedy,"
+                                   f"dtype=float32,search_batch_size=12", **kw)
+    assert hf is not None and ours is not None
+
+    def answers(out: dict) -> list[str]:
+        return [s["filtered_resps"][0] for s in sorted(out["samples"]["arith_prm"], key=lambda s: s["doc_id"])]
+
+    assert answers(hf) == answers(ours)
+    assert hf["results"]["arith_prm"]["acc,none"] == ours["results"]["arith_prm"]["acc,none"]
