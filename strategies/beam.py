@@ -88,7 +88,7 @@ class BeamSearch(Strategy):
                 done = [c for c in children[i] if tree.nodes[c].finished]
                 active = [c for c in children[i] if not tree.nodes[c].finished]
                 scores = {c: run.aggregate(i, ends[i, c]) for c in active}
-                rank = sorted(active, key=lambda c: (-scores[c], c))
+                rank = sorted((c for c in active if scores[c] is not None), key=lambda c: (-(scores[c] or 0.0), c))
                 completed[i] += done
                 expanded, beams[i] = beams[i], rank[: n // m]
                 rounds[i].append({"step": step, "expanded": expanded, "children": children[i],
@@ -114,7 +114,9 @@ class BeamSearch(Strategy):
     ) -> SearchResult:
         nodes = completed + beams
         scores = [run.aggregate(i, k) for k in nodes]
-        chosen = best_index(scores[: len(completed)]) if completed else best_index(scores)
+        chosen = best_index(scores[: len(completed)])
+        if chosen is None:  # none completed, or none of them could be scored
+            chosen = best_index(scores)
         trace = {"aggregation": self.params.aggregation, "beam_width": self.params.beam_width, "rounds": rounds,
                  "nodes": run.trees[i].to_json()}
         return run.finish(i, nodes, chosen, trace)

@@ -32,7 +32,9 @@ def load_prm(
             the checkpoint records — a mismatch is an error, never a silent score.
         batch_size: rows per forward pass.
         **overrides: ``max_batch_tokens`` (padded positions per forward pass),
-            ``cache_bytes`` (prefix KV cache budget; 0 = off), ``revision`` / ``token`` /
+            ``cache_bytes`` (prefix KV cache budget; 0 = off), ``on_overflow``
+            (``truncate`` | ``skip`` | ``error``: inputs longer than the PRM's context;
+            see ``prm_plugin.prm.scorer``), ``revision`` / ``token`` /
             ``cache_dir`` / ``local_files_only`` for the Hub, and family options
             (e.g. ``step_tag``, ``good_token``, ``bad_token`` for ``lm_head``,
             ``system_prompt`` for Qwen-style ``token_classification``).
