@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm_plugin.search import check_overflow_policy
 from prm_plugin.strategy import params_from_kwargs
 
 #: Policies implemented by this package; any other name is an lm-eval model.
@@ -55,6 +56,12 @@ class ModelSettings:
         trace_path: folder for per-task traces, the cost summary and the result store.
         resume: reuse finished problems from the result store under ``trace_path``.
         search_batch_size: problems per ``Strategy.search`` call (and per store flush).
+        on_overflow: inputs longer than a model's context, for the PRM and the native
+            policies (``hf``, ``vllm``): ``truncate`` (cut from the left; default),
+            ``skip`` (a PRM query stays unscored, a policy prefix is not continued) or
+            ``error``. ``prm.on_overflow=`` / ``policy.on_overflow=`` set one side only.
+        strict: stop the run at the first problem that fails, instead of recording it
+            with an empty answer and going on (``prm_plugin.integrations.faults``).
         device / dtype: where and how the native policy (and PRM) run.
         batch_size / max_batch_size: lm-eval's batch flags; passed to a wrapped lm-eval
             model (native policies take ``policy.batch_size=`` instead).
@@ -75,6 +82,8 @@ class ModelSettings:
     trace_path: str | None = None
     resume: bool = True
     search_batch_size: int = 8
+    on_overflow: str = "truncate"
+    strict: bool = False
     device: str | None = None
     dtype: str | None = None
     batch_size: int | str | None = None
@@ -85,6 +94,7 @@ class ModelSettings:
             raise ValueError(f"search_batch_size must be >= 1, got {self.search_batch_size}.")
         if self.max_gen_toks < 1:
             raise ValueError(f"max_gen_toks must be >= 1, got {self.max_gen_toks}.")
+        check_overflow_policy(self.on_overflow)
         if self.policy == "prm_guided":
             raise ValueError("policy=prm_guided would wrap itself; choose hf, vllm or another lm-eval model.")
 
