@@ -77,7 +77,9 @@ class MajorityVote(Strategy):
     winner's best-scored solution is chosen. Ties go to the group whose first
     member came first. Solutions without an extractable answer do not vote (the
     trace counts them); if none has one, the first (plain) or best-scored
-    (weighted) solution is chosen.
+    (weighted) solution is chosen. Weighted, a solution the PRM could not score
+    (``on_overflow=skip``) votes with weight 0 and is never chosen within its group;
+    when no solution of a problem could be scored, votes are counted.
     """
 
     name = "majority"
@@ -101,6 +103,8 @@ class MajorityVote(Strategy):
             key = get_answer_key(run.problems[i].domain)
             answers = [key.extract(run.trees[i].text(k), run.problems[i]) for k in ends]
             weights: list[float | None] = [run.aggregate(i, k) for k in ends] if p.weighted else [1.0] * len(ends)
+            if weights and all(w is None for w in weights):  # none could be scored: count the votes
+                weights = [1.0] * len(ends)
             chosen, trace = self._vote(answers, weights, key.equivalent)
             results.append(run.finish(i, ends, chosen, trace, scored=p.weighted, answers=answers))
         return results
