@@ -135,9 +135,9 @@ def split_model_args(args: Mapping[str, Any], params_cls: type | None) -> SplitA
     leftovers: dict[str, Any] = {}
     for key, value in args.items():
         if key.startswith("policy."):
-            out.policy_kwargs[key[len("policy."):]] = value
+            out.policy_kwargs[key[len("policy."):]] = backend_value(value)
         elif key.startswith("prm."):
-            out.prm_kwargs[key[len("prm."):]] = value
+            out.prm_kwargs[key[len("prm."):]] = backend_value(value)
         elif key in own:
             settings_kw[key] = value
         elif key in param_names:
@@ -150,6 +150,32 @@ def split_model_args(args: Mapping[str, Any], params_cls: type | None) -> SplitA
     elif leftovers:
         raise ValueError(_unknown_key_message(next(iter(leftovers)), out.settings, param_names))
     return out
+
+
+def backend_value(value: Any) -> Any:
+    """A ``policy.<k>=`` / ``prm.<k>=`` value typed as lm-eval types model_args strings
+    (EvalPlus's ``--model`` and the CLI flags arrive as plain strings): ``true``/``false``,
+    ``none``, integers and floats are converted; quoted text stays a string.
+
+    >>> [backend_value(v) for v in ("8", "-1", "0.5", "True", "none", "'8'", "cpu")]
+    [8, -1, 0.5, True, None, '8', 'cpu']
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    if text.lstrip("+-").isdigit():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return value
 
 
 def _unknown_key_message(key: str, settings: ModelSettings, param_names: set[str]) -> str:
