@@ -60,8 +60,13 @@ class Problem:
     uid: str | None = None
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"Problem.max_tokens must be >= 1, got {self.max_tokens}.")
+        for name in ("prompt", "question", "domain"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"Problem.{name} must be a str, got {type(getattr(self, name)).__name__}.")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise TypeError(f"Problem.stop must be a list of non-empty strings, got {self.stop!r}.")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ValueError(f"Problem.max_tokens must be an int >= 1, got {self.max_tokens!r}.")
 
 
 @dataclass(frozen=True)
@@ -153,14 +158,14 @@ class Budget:
     max_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"Budget.n must be >= 1 (the number of candidates), got {self.n}.")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"Budget.n must be >= 1 (an int: the number of candidates), got {self.n!r}.")
         if self.max_policy_tokens is not None and self.max_policy_tokens < 1:
             raise ValueError(
                 f"Budget.max_policy_tokens must be >= 1 or None (no cap), got {self.max_policy_tokens}."
             )
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"Budget.max_seconds must be > 0 or None (no cap), got {self.max_seconds}.")
+        if self.max_seconds is not None and not (0 < self.max_seconds < math.inf):
+            raise ValueError(f"Budget.max_seconds must be a finite number > 0 or None (no cap), got {self.max_seconds}.")
 
 
 @dataclass
