@@ -26,7 +26,14 @@ from prm_plugin.integrations.lm_eval_config import own_keys
 from prm_plugin.integrations.lm_eval_jobs import JobBuilder
 from prm_plugin.integrations.search_session import SearchSession, parse_model_args
 from prm_plugin.plugins import UnknownNameError, get_strategy
-from prm_plugin.search import Budget, ContextOverflowError, PrefixProposals, PRMQuery, Problem, Proposal
+from prm_plugin.search import (
+    Budget,
+    ContextOverflowError,
+    PrefixProposals,
+    PRMQuery,
+    Problem,
+    Proposal,
+)
 from prm_plugin.strategy import params_from_kwargs
 
 #: Examples per property (PRM_FUZZ_EXAMPLES raises it for a longer hunt).

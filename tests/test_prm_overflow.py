@@ -9,7 +9,12 @@ import logging
 from pathlib import Path
 
 import pytest
-from tiny import build_math_shepherd_prm, build_qwen_math_prm, build_token_classification_prm, build_value_head_prm
+from tiny import (
+    build_math_shepherd_prm,
+    build_qwen_math_prm,
+    build_token_classification_prm,
+    build_value_head_prm,
+)
 
 from prm_plugin.prm import overflow
 from prm_plugin.prm.load import load_prm
