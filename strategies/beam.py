@@ -84,6 +84,9 @@ class BeamSearch(Strategy):
             ends = self._lookahead(run, children, step)
             run.score([(i, ends[i, c]) for i in live for c in children[i]])
             for i in live:
+                if not children[i]:  # the policy skipped these beams as too long: they end as they are
+                    beams[i] = [b for b in beams[i] if b]  # (the bare prompt is no answer)
+                    continue
                 tree = run.trees[i]
                 done = [c for c in children[i] if tree.nodes[c].finished]
                 active = [c for c in children[i] if not tree.nodes[c].finished]
@@ -105,8 +108,8 @@ class BeamSearch(Strategy):
                 break
             got = run.expand([(key[0], end) for key, end in todo], 1, round_index=step, temperature=0.0,
                              role="lookahead")
-            for (key, _), (node,) in zip(todo, got, strict=True):
-                ends[key] = node
+            for (key, _), kids in zip(todo, got, strict=True):
+                ends[key] = kids[0] if kids else ends[key]  # none: skipped as too long, stop there
         return ends
 
     def _result(

@@ -188,7 +188,7 @@ class MCTS(Strategy):
         if not todo:
             return {}
         got = run.complete(todo, round_index=rnd, temperature=0.0 if greedy else None)
-        return {key: ends[0] for key, ends in zip(todo, got, strict=True)}
+        return {key: ends[0] for key, ends in zip(todo, got, strict=True) if ends}  # none: skipped as too long
 
     def _finals(self, run: SearchRun, rollouts: list[dict[int, int]], rnd: int) -> list[int]:
         """The final node per problem; unfinished most-visited paths are completed together."""

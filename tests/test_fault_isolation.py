@@ -122,3 +122,30 @@ def test_lm_eval_run_records_the_failure_and_resume_retries_only_it(tmp_path) ->
                                     trace_path=str(tmp_path)))
     assert _answers(resumed) == clean
     assert [len(c) for c in fixed.calls] == [1] and "5 + 6" in fixed.calls[0][0]  # only the failed one ran
+
+
+def test_sigterm_is_an_interrupt_deferred_past_critical_writes() -> None:
+    import os
+    import signal
+
+    from prm_plugin.integrations.faults import interruptible
+
+    written = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), interruptible() as guard:
+        with guard.critical():
+            os.kill(os.getpid(), signal.SIGTERM)
+            written.append("the whole batch")  # the signal waits for the write to finish
+        written.append("never")
+    assert written == ["the whole batch"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+
+
+def test_cli_flags_map_onto_the_settings() -> None:
+    from prm_plugin.integrations._cli_common import search_args
+    from prm_plugin.integrations.lcb_cli import build_parser
+
+    ns = build_parser().parse_args(["--output", "x", "--on-overflow", "skip", "--strict"])
+    assert search_args(ns) == {"on_overflow": "skip", "strict": True}
+    assert search_args(build_parser().parse_args(["--output", "x"])) == {}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--output", "x", "--on-overflow", "drop"])

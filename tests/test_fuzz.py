@@ -33,6 +33,7 @@ from prm_plugin.search import (
     PRMQuery,
     Problem,
     Proposal,
+    StepScores,
 )
 from prm_plugin.strategy import params_from_kwargs
 
@@ -196,12 +197,48 @@ def test_valid_strategy_settings_search_without_a_wrong_score(setting: tuple[str
     _search_checks(name, params, n)
 
 
-def _search_checks(name: str, params: Any, n: int) -> None:
+class SkippingGenerativePolicy(GenerativePolicy):
+    """Skips the prefixes a salted hash picks (one in ``rate``), as a policy whose
+    context they overflow with ``on_overflow=skip``."""
+
+    def __init__(self, salt: int, rate: int) -> None:
+        self.salt, self.rate = salt, rate
+
+    def propose(self, prefixes, **kw):
+        out = super().propose(prefixes, **kw)
+        return [PrefixProposals((), 0, "skipped") if _hash(self.salt, p) % self.rate == 0 else g
+                for p, g in zip(prefixes, out, strict=True)]
+
+
+def _skipping_prm(salt: int, rate: int) -> FakePRM:
+    class Skipping(FakePRM):
+        def score(self, queries):
+            return [StepScores(None, 0, "skipped") if _hash(salt, q) % rate == 0 else r
+                    for q, r in zip(queries, super().score(queries), strict=True)]
+
+    return Skipping(lambda q, steps: [(_hash(q, steps[: k + 1]) % 1000) / 999 for k in range(len(steps))])
+
+
+@FUZZ
+@given(valid_settings(), st.integers(0, 10**6), st.integers(2, 5), st.booleans())
+def test_strategies_survive_skipped_prefixes_and_unscorable_candidates(setting, salt, rate, policy_skips) -> None:
+    name, kwargs, n = setting
+    try:
+        params = params_from_kwargs(get_strategy(name).Params, kwargs)
+    except REJECTED:
+        assume(False)
+    if name == "beam":
+        n = params.beam_width * (1 + n % 3)
+    policy = SkippingGenerativePolicy(salt, rate) if policy_skips else GenerativePolicy()
+    _search_checks(name, params, n, policy=policy, prm=_skipping_prm(salt + 1, rate))
+
+
+def _search_checks(name: str, params: Any, n: int, policy: Any = None, prm: Any = None) -> None:
     cls = get_strategy(name)
     problems = [Problem(prompt="P:", question="p", stop=["</s>"], max_tokens=24),
                 Problem(prompt="Q:", question="q", stop=["</s>"], max_tokens=24)]
     try:
-        results = cls(params).search(problems, GenerativePolicy(), _prm(), Budget(n=n))
+        results = cls(params).search(problems, policy or GenerativePolicy(), prm or _prm(), Budget(n=n))
     except ValueError as exc:  # settings that only conflict with the budget (beam: n % beam_width)
         event("search rejected")
         assert _names_a_field(str(exc), ["beam_width", "Budget.n"]), str(exc)
@@ -214,7 +251,9 @@ def _search_checks(name: str, params: Any, n: int) -> None:
             assert res.text == res.candidates[res.chosen].text("\n\n")
         scores = [c.score for c in res.candidates if c.score is not None]
         assert all(0.0 <= s <= 1.0 for s in scores)
-        if name == "bon":  # never a silent wrong score: the chosen one is the best
+        if name in ("bon", "beam") and scores:  # never a silent wrong score: the chosen one is scored...
+            assert res.chosen is not None and res.candidates[res.chosen].score is not None
+        if name == "bon" and scores:  # ... and the best
             assert res.candidates[res.chosen].score == max(scores)
 
 

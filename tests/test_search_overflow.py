@@ -120,7 +120,8 @@ class OverflowPolicy(FakePolicy):
         return out
 
 
-@pytest.mark.parametrize("strategy", [BestOfN(), BeamSearch(beam_width=3), MCTS(expansion_width=3)])
+@pytest.mark.parametrize("strategy", [BestOfN(), BeamSearch(beam_width=3), MCTS(expansion_width=3),
+                                      MCTS(expansion_width=3, value="rollout"), MajorityVote()])
 def test_a_skipped_prefix_stops_its_problem_and_leaves_the_others_alone(strategy) -> None:
     tree = dict(TREE)
     tree.update({"L" + k[1:]: v for k, v in TREE.items()})
@@ -175,3 +176,20 @@ def test_a_strategy_bug_is_not_wrapped() -> None:
 
     with pytest.raises(AttributeError):
         Buggy().search([problem()], FakePolicy(TREE), FakePRM(SCORES), Budget(n=1))
+
+
+class DeepSkipPolicy(FakePolicy):
+    """Skips every prefix past the first step (as a policy with a small context would)."""
+
+    def propose(self, prefixes, **kw):
+        out = super().propose([p if "\n\n" not in p else "P:" for p in prefixes], **kw)
+        return [PrefixProposals((), 0, "skipped") if "\n\n" in p else g for p, g in zip(prefixes, out, strict=True)]
+
+
+@pytest.mark.parametrize("strategy", [BeamSearch(beam_width=3), MCTS(expansion_width=3),
+                                      MCTS(expansion_width=3, value="rollout"), MCTS(final="best_terminal")])
+def test_a_prefix_skipped_mid_search_ends_the_problem_with_what_it_found(strategy) -> None:
+    [res] = strategy.search([problem()], DeepSkipPolicy(TREE), FakePRM(SCORES), Budget(n=3))
+    assert res.cost.stopped_by == "context" and res.cost.policy_skipped >= 1
+    assert res.chosen is not None and res.text in ("a1", "b1", "c1")  # the best first step found
+    assert as_json_roundtrip(res.to_json())["cost"]["policy_skipped"] == res.cost.policy_skipped
