@@ -149,3 +149,13 @@ def test_cli_flags_map_onto_the_settings() -> None:
     assert search_args(build_parser().parse_args(["--output", "x"])) == {}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--output", "x", "--on-overflow", "drop"])
+
+
+def test_worked_examples_in_the_docstrings() -> None:
+    import doctest
+
+    from prm_plugin import search
+    from prm_plugin.integrations import lm_eval_config, lm_eval_jobs
+
+    for module in (search, lm_eval_config, lm_eval_jobs):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -284,6 +284,26 @@ def test_task_rows_become_problems_or_name_the_bad_field(context: str, gen_kwarg
     assert job.temperature is None or (math.isfinite(job.temperature) and job.temperature > 0)
 
 
+VALID_GEN_KWARGS = st.fixed_dictionaries({}, optional={
+    "until": st.one_of(st.text(min_size=1, max_size=5), st.lists(st.text(min_size=1, max_size=5), max_size=3)),
+    "max_gen_toks": st.one_of(st.integers(1, 4096), st.integers(1, 4096).map(str)),
+    "temperature": st.one_of(st.just(0.0), st.just(0), st.floats(0.0, 2.0)),
+    "top_p": st.floats(0.01, 1.0),
+    "do_sample": st.booleans(),
+})
+
+
+@FUZZ
+@given(TEXT, VALID_GEN_KWARGS)
+def test_valid_task_rows_are_always_accepted(question: str, gen_kwargs: dict) -> None:
+    request = Instance("generate_until", doc={"prm_question": question}, arguments=("Q:", gen_kwargs), idx=0,
+                       metadata=("t", 0, 1))
+    (job,) = JobBuilder(question_field=None, default_domain="math", default_max_gen_toks=64, eos="</s>").build(
+        [request])
+    assert job.problem.question == question and "</s>" in job.problem.stop
+    assert job.problem.max_tokens == int(gen_kwargs.get("max_gen_toks", 64))
+
+
 # -- PRM and policy inputs on the shipped world's models ------------------------------------------
 @pytest.fixture(scope="module")
 def world_prms() -> dict[str, Any]:

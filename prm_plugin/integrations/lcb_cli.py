@@ -110,9 +110,12 @@ def main(argv: Sequence[str]) -> int:
                                           unused=UNUSED_KEYS)
         except ValueError as exc:
             raise SystemExit(f"prm-plugin lcb: {exc}") from None
-        outputs, codes = generate(problems, session, out, num_samples=ns.num_samples, max_tokens=ns.max_tokens,
-                                  batch_size=ns.batch_size, use_chat=not ns.no_chat_template,
-                                  resume=not ns.no_resume)
+        try:
+            outputs, codes = generate(problems, session, out, num_samples=ns.num_samples,
+                                      max_tokens=ns.max_tokens, batch_size=ns.batch_size,
+                                      use_chat=not ns.no_chat_template, resume=not ns.no_resume)
+        except KeyboardInterrupt:
+            return 130  # generate said what was kept and how to go on
         run_info.update(config=session.config, config_fingerprint=session.fingerprint,
                         cost_summary=session.costs.summary())
     graded = grade(problems, codes, workers=ns.workers, strict=bool(getattr(ns, "strict", False)))

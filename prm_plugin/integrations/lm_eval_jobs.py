@@ -50,7 +50,7 @@ def check_gen_kwargs(task: str, raw: dict[str, Any]) -> None:
     the key: ``until`` a non-empty string or list of them; token caps integers >= 1;
     ``temperature`` a finite number >= 0; ``top_p`` in (0, 1]; ``do_sample`` a boolean.
 
-    >>> check_gen_kwargs("t", {"until": ["\\n\\n"], "max_gen_toks": 64, "temperature": 0.5})
+    >>> check_gen_kwargs("t", {"until": ["\\n\\n"], "max_gen_toks": 64, "temperature": 0.0})
     >>> check_gen_kwargs("t", {"max_gen_toks": "lots"})
     Traceback (most recent call last):
     ValueError: t: gen_kwargs max_gen_toks='lots' must be an integer >= 1. Fix the task's generation_kwargs (or --gen_kwargs).
@@ -66,12 +66,14 @@ def check_gen_kwargs(task: str, raw: dict[str, Any]) -> None:
         if items is None or not all(isinstance(s, str) and s for s in items):
             raise bad("until", "a non-empty string or a list of non-empty strings")
     for key in ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"):
-        value = raw.get(key)
-        if value is not None and not (_number(value, int) or 0) >= 1:
+        count = _number(raw.get(key), int)
+        if raw.get(key) is not None and (count is None or count < 1):
             raise bad(key, "an integer >= 1")
-    if "temperature" in raw and not (_number(raw["temperature"], float) or -1.0) >= 0:
+    temperature = _number(raw.get("temperature"), float)
+    if "temperature" in raw and (temperature is None or temperature < 0):
         raise bad("temperature", "a finite number >= 0")
-    if "top_p" in raw and not 0 < (_number(raw["top_p"], float) or 0.0) <= 1:
+    top_p = _number(raw.get("top_p"), float)
+    if "top_p" in raw and (top_p is None or not 0 < top_p <= 1):
         raise bad("top_p", "a number in (0, 1]")
     if raw.get("do_sample") is not None and not isinstance(raw["do_sample"], bool):
         raise bad("do_sample", "true or false")

@@ -68,6 +68,7 @@ def fit_question(question: str, room: int, question_segment: QuestionSegment, gr
 
 def fit_query(
     question: str, steps: Sequence[Segment], limit: int, question_segment: QuestionSegment, grain: int = 1,
+    fit: Callable[[str, int], Segment] | None = None,
 ) -> tuple[list[list[Segment]], int]:
     """Split a too-long query into sequences that each fit ``limit`` positions.
 
@@ -77,6 +78,8 @@ def fit_query(
         limit: the PRM's context, in tokens.
         question_segment: the family's question layout (text -> segment).
         grain: see ``fit_question``.
+        fit: ``(question, room) -> segment``, default ``fit_question`` (a caller may pass a
+            cached one; its probes should not fill the question-segment cache).
 
     Returns:
         ``(parts, cut_tokens)``: each part is ``[question segment, step segments...]``;
@@ -86,6 +89,7 @@ def fit_query(
     Raises:
         ValueError: the layout of an empty question alone fills the context.
     """
+    fit = fit or (lambda q, r: fit_question(q, r, question_segment, grain))
     base = question_segment("")
     room = limit - len(base)
     if room < 1:
@@ -105,7 +109,7 @@ def fit_query(
             parts.append([base, steps[end - 1][-room:]])
             end -= 1
             continue
-        parts.append([fit_question(question, limit - used, question_segment, grain), *steps[start:end]])
+        parts.append([fit(question, limit - used), *steps[start:end]])
         end = start
     parts.reverse()
     cut = full - sum(len(s) for s in parts[-1]) if parts else 0

@@ -27,6 +27,7 @@ per scorer; every one is reported in the ``StepScores`` it concerns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ import torch
 
 from prm_plugin._hf_compat import CACHE_KW, output_cache
 from prm_plugin.prm.kv_cache import Node, PrefixCache, Segment
-from prm_plugin.prm.overflow import fit_query
+from prm_plugin.prm.overflow import fit_query, fit_question
 from prm_plugin.search import ContextOverflowError, PRMQuery, StepScores, check_overflow_policy
 
 Head = Callable[[torch.Tensor], torch.Tensor]
@@ -136,6 +137,9 @@ class StepScorer:
         self.tokens_run = 0
         self._question = lru_cache(maxsize=4096)(segmenter.question_segment)
         self._step = lru_cache(maxsize=65536)(segmenter.step_segment)
+        # The cut question per (question, room); its search probes bypass ``_question``,
+        # which would otherwise fill up with long suffixes.
+        self._fit_question = lru_cache(maxsize=1024)(self._fit_question_uncached)
 
     # -- the RewardModel contract --------------------------------------------------
     def segments(self, query: PRMQuery) -> list[Segment]:
@@ -176,8 +180,9 @@ class StepScorer:
             if self.on_overflow == "skip":
                 overflow[i] = "skipped"
                 continue
+            grain = max(1, self.max_length // QUESTION_GRAIN)
             parts, cut[i] = fit_query(queries[i].question, s[1:], self.max_length, self._question,
-                                      grain=max(1, self.max_length // QUESTION_GRAIN))
+                                      fit=functools.partial(self._fit_question, grain=grain))
             overflow[i] = "truncated"
             work += parts
             owner += [i] * len(parts)
@@ -198,6 +203,9 @@ class StepScorer:
             spent[i] += tokens[w]
         return [StepScores(None if overflow[i] == "skipped" else tuple(merged[i]), spent[i], overflow[i], cut[i])
                 for i in range(len(queries))]
+
+    def _fit_question_uncached(self, question: str, room: int, grain: int) -> Segment:
+        return fit_question(question, room, self.segmenter.question_segment, grain)
 
     def _note_overflow(self, overflow: list[Any], count: int) -> None:
         """Count overflows; log the first one (the run's summary reports the totals)."""
