@@ -91,7 +91,8 @@ class BeamSearch(Strategy):
                 done = [c for c in children[i] if tree.nodes[c].finished]
                 active = [c for c in children[i] if not tree.nodes[c].finished]
                 scores = {c: run.aggregate(i, ends[i, c]) for c in active}
-                rank = sorted((c for c in active if scores[c] is not None), key=lambda c: (-(scores[c] or 0.0), c))
+                ranked = [c for c in active if scores[c] is not None]  # unscorable children drop out
+                rank = sorted(ranked, key=lambda c: (-(scores[c] or 0.0), c))
                 completed[i] += done
                 expanded, beams[i] = beams[i], rank[: n // m]
                 rounds[i].append({"step": step, "expanded": expanded, "children": children[i],

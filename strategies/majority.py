@@ -102,7 +102,9 @@ class MajorityVote(Strategy):
         for i, ends in enumerate(solutions):
             key = get_answer_key(run.problems[i].domain)
             answers = [key.extract(run.trees[i].text(k), run.problems[i]) for k in ends]
-            weights: list[float | None] = [run.aggregate(i, k) for k in ends] if p.weighted else [1.0] * len(ends)
+            weights: list[float | None] = [1.0] * len(ends)
+            if p.weighted:
+                weights = [run.aggregate(i, k) for k in ends]
             if weights and all(w is None for w in weights):  # none could be scored: count the votes
                 weights = [1.0] * len(ends)
             chosen, trace = self._vote(answers, weights, key.equivalent)
@@ -123,7 +125,8 @@ class MajorityVote(Strategy):
         trace = {
             "weighted": self.params.weighted,
             "groups": [
-                {"answer": answers[g[0]], "members": g, "votes": len(g), "weight": sum(weights[k] or 0.0 for k in g)}
+                {"answer": answers[g[0]], "members": g, "votes": len(g),
+                 "weight": sum(weights[k] or 0.0 for k in g)}
                 for g in groups
             ],
             "winner": winner,
