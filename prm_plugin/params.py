@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -37,8 +38,8 @@ class StrategyParams:
     max_step_tokens: int = 256
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy) and finite, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.aggregation not in AGGREGATIONS:
@@ -81,13 +82,15 @@ def params_from_kwargs(params_cls: type[Any], kwargs: Mapping[str, Any]) -> Any:
 
 
 def _convert(name: str, value: Any, annotation: Any) -> Any:
-    if not isinstance(value, str):
-        return value
+    """``value`` as ``annotation`` (from a string, or checked when already typed), or a
+    ``ValueError`` naming the parameter. Numbers must be finite; a bool is not a number."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
         # only a literal empty string means None: "\n" (a delimiter) is all whitespace
-        if type(None) in args and (value == "" or value.strip().lower() in ("none", "null")):
+        if isinstance(value, str) and type(None) in args and (value == "" or value.strip().lower() in ("none", "null")):
             return None
         for arg in args:
             if arg is type(None):
@@ -96,26 +99,49 @@ def _convert(name: str, value: Any, annotation: Any) -> Any:
                 return _convert(name, value, arg)
             except ValueError:
                 continue
-        raise ValueError(f"Parameter {name}={value!r} is not a valid {annotation}.")
+        allowed = " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+        raise ValueError(f"Parameter {name}={value!r} must be {allowed}.")
     if origin is typing.Literal:
         if value in args:
             return value
         raise ValueError(f"Parameter {name}={value!r}: choose one of {', '.join(map(str, args))}.")
     if annotation is bool:
-        low = value.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"Parameter {name}={value!r} must be a boolean (true/false).")
+        return _to_bool(name, value)
     if annotation in (int, float):
-        try:
-            return annotation(value)
-        except ValueError:
-            raise ValueError(
-                f"Parameter {name}={value!r} must be {'an integer' if annotation is int else 'a number'}."
-            ) from None
+        return _to_number(name, value, annotation)
     if annotation is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"Parameter {name}={value!r} must be a string.")
         # model_args cannot carry a literal newline; accept the usual escapes.
         return value.replace("\\n", "\n").replace("\\t", "\t")
     return value
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # lm-eval types "1" as 1
+        return bool(value)
+    low = value.strip().lower() if isinstance(value, str) else None
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"Parameter {name}={value!r} must be a boolean (true/false).")
+
+
+def _to_number(name: str, value: Any, kind: type) -> Any:
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"Parameter {name}={value!r} must be {what}.")
+    if isinstance(value, float) and kind is int:
+        raise ValueError(f"Parameter {name}={value!r} must be {what}.")
+    try:
+        out = kind(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"Parameter {name}={value!r} must be {what}.") from None
+    if kind is float and not math.isfinite(out):
+        raise ValueError(f"Parameter {name}={value!r} must be a finite number.")
+    return out

@@ -25,6 +25,16 @@ call, and the run books what each call costs on each problem. Requests, token ca
 
 Seeds: a call's seed is ``params.seed * SEED_STRIDE + round_index``, so rounds differ and
 a problem's samples do not depend on which other problems share its batch.
+
+Inputs longer than a model's context (the backends' ``on_overflow``) are the run's
+business too: truncations are counted in each problem's ``Cost``; a prefix the policy
+skipped stops its problem (``stopped_by = "context"``) and gets no children or
+continuations; a path the PRM skipped is marked unscorable on its tree (its
+``aggregate`` is None, so ``best_index`` never picks it; ``SearchTree.children`` hides it).
+
+Faults: an exception raised inside ``Policy.propose`` or ``RewardModel.score`` is
+re-raised as ``BackendError`` naming the problems of that call (the harness session
+isolates such faults per problem); anything raised by strategy code passes unchanged.
 """
 
 from __future__ import annotations
@@ -46,6 +56,23 @@ SEED_STRIDE = 1_000_003
 
 #: ``(problem index, node id)``: a node of one problem's tree.
 NodeRef = tuple[int, int]
+
+
+class BackendError(RuntimeError):
+    """An exception raised inside ``Policy.propose`` or ``RewardModel.score`` during a search.
+
+    Attributes:
+        backend: ``"policy"`` or ``"prm"``.
+        problems: indices (in the run) of the problems that call served.
+        costs: every problem's ``Cost`` so far (what the run had measured when it failed).
+    The original exception is ``__cause__``.
+    """
+
+    def __init__(self, backend: str, problems: Sequence[int], costs: Sequence[Cost], cause: BaseException) -> None:
+        super().__init__(f"{backend} failed on problem(s) {sorted(set(problems))}: {type(cause).__name__}: {cause}")
+        self.backend = backend
+        self.problems = sorted(set(problems))
+        self.costs = list(costs)
 
 
 @dataclass(frozen=True)
@@ -129,8 +156,9 @@ class SearchRun:
         """Continue each node by one step, ``n`` times, in one batched policy call.
 
         Returns, per node, the distinct children the ``n`` proposals landed on, in the order
-        first proposed (a repeated step is one child). ``role="lookahead"`` files steps
-        generated only to score a node; ``temperature`` defaults to ``params.temperature``.
+        first proposed (a repeated step is one child; none when the policy skipped the node's
+        prefix as too long). ``role="lookahead"`` files steps generated only to score a node;
+        ``temperature`` defaults to ``params.temperature``.
         """
         cap = self.params.max_step_tokens
         groups = self._propose(nodes, n=n, step=True, temperature=temperature, round_index=round_index,
@@ -151,7 +179,8 @@ class SearchRun:
     ) -> list[list[int]]:
         """Continue each node to the end of its solution, ``n`` times, in one policy call;
         each continuation is split into steps and filed as a chain. Returns, per node, the
-        end node of each continuation (``role="rollout"`` marks steps made only to value a node)."""
+        end node of each continuation (``role="rollout"`` marks steps made only to value a node;
+        none when the policy skipped the node's prefix as too long)."""
         groups = self._propose(nodes, n=n, step=False, temperature=temperature, round_index=round_index,
                                cap=lambda tree, k: tree.remaining_tokens(k))
         out = []
@@ -198,19 +227,26 @@ class SearchRun:
             caps = [requests[k].max_tokens for k in ks]
             # a list only reaches policies that declared per_prefix_max_tokens
             max_tokens: Any = caps[0] if len(set(caps)) == 1 else caps
-            got = self.policy.propose(
-                [requests[k].prefix for k in ks], n=n, stop=list(stop), final_stop=list(final_stop),
-                max_tokens=max_tokens, temperature=temperature, top_p=self.params.top_p,
-                seed=self.params.seed * SEED_STRIDE + round_index,
-            )
-            if len(got) != len(ks) or any(len(g) != n for g in got):
+            try:
+                got = self.policy.propose(
+                    [requests[k].prefix for k in ks], n=n, stop=list(stop), final_stop=list(final_stop),
+                    max_tokens=max_tokens, temperature=temperature, top_p=self.params.top_p,
+                    seed=self.params.seed * SEED_STRIDE + round_index,
+                )
+            except Exception as exc:
+                raise BackendError("policy", [requests[k].problem for k in ks], self.costs, exc) from exc
+            if len(got) != len(ks) or any(len(g) != (0 if _skipped(g) else n) for g in got):
                 raise RuntimeError(
                     f"{type(self.policy).__name__}.propose returned {[len(g) for g in got]} proposals "
-                    f"for {len(ks)} prefixes with n={n}; the Policy contract asks for n per prefix."
+                    f"for {len(ks)} prefixes with n={n}; the Policy contract asks for n per prefix "
+                    "(none for a prefix it skipped)."
                 )
             for k, group in zip(ks, got, strict=True):
                 out[k] = group
-                self.costs[requests[k].problem].add_proposals(group)
+                cost = self.costs[requests[k].problem]
+                cost.add_proposals(group)
+                if _skipped(group) and cost.stopped_by is None:
+                    cost.stopped_by = "context"
             for i in {requests[k].problem for k in ks}:
                 self.costs[i].policy_calls += 1
         return [g for g in out if g is not None]
@@ -228,20 +264,28 @@ class SearchRun:
                 "set needs_prm = True (or make requires_prm() return True for these settings)."
             )
         queries = [self.trees[i].query(k) for i, k in unique]
-        got = self.prm.score(queries)
-        if len(got) != len(queries) or any(len(s.scores) != len(q.steps) for s, q in zip(got, queries, strict=False)):
+        try:
+            got = self.prm.score(queries)
+        except Exception as exc:
+            raise BackendError("prm", [i for i, _ in unique], self.costs, exc) from exc
+        if len(got) != len(queries) or any(s.scores is not None and len(s.scores) != len(q.steps)
+                                           for s, q in zip(got, queries, strict=False)):
             raise RuntimeError(
                 f"{type(self.prm).__name__}.score returned results that do not match its queries "
-                "(one StepScores per query, one score per step)."
+                "(one StepScores per query, one score per step, or scores=None for a skipped query)."
             )
         for (i, k), result in zip(unique, got, strict=True):
-            self.trees[i].set_scores(k, result.scores)
-            self.costs[i].prm_tokens += result.tokens
+            if result.scores is None:
+                self.trees[i].set_unscorable(k)
+            else:
+                self.trees[i].set_scores(k, result.scores)
+            self.costs[i].add_scores(result)
         for i in {i for i, _ in unique}:
             self.costs[i].prm_calls += 1
 
-    def aggregate(self, i: int, node: int) -> float:
-        """The aggregated PRM score (``params.aggregation``) of the path to ``node``."""
+    def aggregate(self, i: int, node: int) -> float | None:
+        """The aggregated PRM score (``params.aggregation``) of the path to ``node``; None
+        when the PRM could not score it (its input did not fit, ``on_overflow="skip"``)."""
         return self.trees[i].aggregate(node, self.params.aggregation)
 
     # -- results -----------------------------------------------------------------
@@ -267,3 +311,8 @@ class SearchRun:
         text = candidates[chosen].text(tree.delimiter) if chosen is not None else ""
         return SearchResult(text=text, candidates=candidates, chosen=chosen, cost=cost, trace=trace,
                             strategy=self.strategy)
+
+
+def _skipped(group: Any) -> bool:
+    """Whether the policy skipped this prefix (it did not fit its context)."""
+    return getattr(group, "overflow", None) == "skipped"

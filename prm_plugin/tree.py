@@ -13,6 +13,11 @@ extended. A step cut by the per-step token cap (``"length"``) therefore ends its
 candidate, as in search-and-learn: cutting a runaway step at an arbitrary token and
 carrying on would invent a step boundary.
 
+A node is ``unscorable`` when the PRM could not score the path to it (the input did
+not fit the PRM's context and it skips such inputs): its ``aggregate`` is None, so it
+never wins on score, and ``children`` leaves it out, so a tree search does not walk into
+a branch it cannot value.
+
 Strategies grow trees through ``prm_plugin.search_run.SearchRun`` and read them here.
 """
 
@@ -35,6 +40,7 @@ class Node:
     several steps (a rollout or a whole solution) books its tokens on its last step.
     ``total_tokens`` sums them along the path and is checked against
     ``Problem.max_tokens``. ``visits``/``value_sum``/``prior`` are used by MCTS.
+    ``unscorable``: the PRM could not score the path to this node (see the module doc).
     """
 
     id: int
@@ -52,6 +58,7 @@ class Node:
     value_sum: float = 0.0
     prior: float | None = None
     kids: dict[str, int] = field(default_factory=dict)
+    unscorable: bool = False
 
     @property
     def value(self) -> float | None:
@@ -124,8 +131,9 @@ class SearchTree:
         return node.stop_reason != "step" or node.total_tokens >= self.problem.max_tokens
 
     def children(self, node_id: int) -> list[Node]:
-        """The step-role children, in creation order."""
-        return [self.nodes[k] for k in self.nodes[node_id].kids.values() if self.nodes[k].role == "step"]
+        """The step-role children that can be searched (not ``unscorable``), in creation order."""
+        return [self.nodes[k] for k in self.nodes[node_id].kids.values()
+                if self.nodes[k].role == "step" and not self.nodes[k].unscorable]
 
     def path(self, node_id: int) -> list[int]:
         """Node ids from the first step down to ``node_id`` (the root excluded)."""
@@ -157,17 +165,31 @@ class SearchTree:
         for k, s in zip(self.path(node_id), scores, strict=True):
             self.nodes[k].score = float(s)
 
-    def step_scores(self, node_id: int) -> list[float]:
+    def set_unscorable(self, node_id: int) -> None:
+        """Mark the path to ``node_id`` as one the PRM could not score."""
+        self.nodes[node_id].unscorable = True
+
+    def step_scores(self, node_id: int) -> list[float] | None:
+        """The PRM's score of each step on the path; None when the path is unscorable.
+
+        Raises:
+            RuntimeError: the path was never scored.
+        """
+        if self.nodes[node_id].unscorable:
+            return None
         scores = [self.nodes[k].score for k in self.path(node_id)]
         if any(s is None for s in scores):
             raise RuntimeError(f"Node {node_id} has unscored steps on its path; score it first.")
         return [float(s) for s in scores if s is not None]
 
-    def aggregate(self, node_id: int, how: str) -> float:
-        return aggregate(self.step_scores(node_id), how)
+    def aggregate(self, node_id: int, how: str) -> float | None:
+        """The path's aggregated score (``how``: min, last, prod, mean); None when unscorable."""
+        scores = self.step_scores(node_id)
+        return None if scores is None else aggregate(scores, how)
 
     def candidate(self, node_id: int, aggregation: str | None) -> Candidate:
-        """The path to ``node_id`` as a candidate (scored when ``aggregation`` is given)."""
+        """The path to ``node_id`` as a candidate (scored when ``aggregation`` is given and
+        the path is not unscorable)."""
         node = self.nodes[node_id]
         scores = self.step_scores(node_id) if aggregation else None
         return Candidate(
@@ -216,6 +238,8 @@ class SearchTree:
                 "n_tokens": n.n_tokens, "score": n.score, "finished": n.finished,
                 "stop_reason": n.stop_reason,
             }
+            if n.unscorable:
+                row["unscorable"] = True
             if mcts:
                 row.update(visits=n.visits, value=n.value, prior=n.prior)
             rows.append(row)
@@ -223,7 +247,8 @@ class SearchTree:
 
 
 def best_index(scores: Sequence[float | None]) -> int | None:
-    """Index of the highest score, the lowest index on ties; None when nothing is scored.
+    """Index of the highest score, the lowest index on ties; None when nothing is scored
+    (None entries, such as unscorable candidates, never win).
 
     >>> best_index([0.2, 0.9, 0.9, None])
     1

@@ -84,11 +84,15 @@ class BeamSearch(Strategy):
             ends = self._lookahead(run, children, step)
             run.score([(i, ends[i, c]) for i in live for c in children[i]])
             for i in live:
+                if not children[i]:  # the policy skipped these beams as too long: they end as they are
+                    beams[i] = [b for b in beams[i] if b]  # (the bare prompt is no answer)
+                    continue
                 tree = run.trees[i]
                 done = [c for c in children[i] if tree.nodes[c].finished]
                 active = [c for c in children[i] if not tree.nodes[c].finished]
                 scores = {c: run.aggregate(i, ends[i, c]) for c in active}
-                rank = sorted(active, key=lambda c: (-scores[c], c))
+                ranked = [c for c in active if scores[c] is not None]  # unscorable children drop out
+                rank = sorted(ranked, key=lambda c: (-(scores[c] or 0.0), c))
                 completed[i] += done
                 expanded, beams[i] = beams[i], rank[: n // m]
                 rounds[i].append({"step": step, "expanded": expanded, "children": children[i],
@@ -105,8 +109,8 @@ class BeamSearch(Strategy):
                 break
             got = run.expand([(key[0], end) for key, end in todo], 1, round_index=step, temperature=0.0,
                              role="lookahead")
-            for (key, _), (node,) in zip(todo, got, strict=True):
-                ends[key] = node
+            for (key, _), kids in zip(todo, got, strict=True):
+                ends[key] = kids[0] if kids else ends[key]  # none: skipped as too long, stop there
         return ends
 
     def _result(
@@ -114,7 +118,9 @@ class BeamSearch(Strategy):
     ) -> SearchResult:
         nodes = completed + beams
         scores = [run.aggregate(i, k) for k in nodes]
-        chosen = best_index(scores[: len(completed)]) if completed else best_index(scores)
+        chosen = best_index(scores[: len(completed)])
+        if chosen is None:  # none completed, or none of them could be scored
+            chosen = best_index(scores)
         trace = {"aggregation": self.params.aggregation, "beam_width": self.params.beam_width, "rounds": rounds,
                  "nodes": run.trees[i].to_json()}
         return run.finish(i, nodes, chosen, trace)

@@ -59,10 +59,11 @@ def group_answers(answers: Sequence[str | None], equivalent: Callable[[str, str]
     return groups
 
 
-def elect(groups: list[list[int]], weights: Sequence[float]) -> int | None:
-    """The winning group: the largest total weight; on ties, the group whose first
-    member came first (``groups`` are in that order)."""
-    return best_index([sum(weights[k] for k in g) for g in groups])
+def elect(groups: list[list[int]], weights: Sequence[float | None]) -> int | None:
+    """The winning group: the largest total weight (an unscorable member, weight None,
+    adds nothing); on ties, the group whose first member came first (``groups`` are in
+    that order)."""
+    return best_index([sum(weights[k] or 0.0 for k in g) for g in groups])
 
 
 class MajorityVote(Strategy):
@@ -76,7 +77,9 @@ class MajorityVote(Strategy):
     winner's best-scored solution is chosen. Ties go to the group whose first
     member came first. Solutions without an extractable answer do not vote (the
     trace counts them); if none has one, the first (plain) or best-scored
-    (weighted) solution is chosen.
+    (weighted) solution is chosen. Weighted, a solution the PRM could not score
+    (``on_overflow=skip``) votes with weight 0 and is never chosen within its group;
+    when no solution of a problem could be scored, votes are counted.
     """
 
     name = "majority"
@@ -99,13 +102,17 @@ class MajorityVote(Strategy):
         for i, ends in enumerate(solutions):
             key = get_answer_key(run.problems[i].domain)
             answers = [key.extract(run.trees[i].text(k), run.problems[i]) for k in ends]
-            weights = [run.aggregate(i, k) for k in ends] if p.weighted else [1.0] * len(ends)
+            weights: list[float | None] = [1.0] * len(ends)
+            if p.weighted:
+                weights = [run.aggregate(i, k) for k in ends]
+            if weights and all(w is None for w in weights):  # none could be scored: count the votes
+                weights = [1.0] * len(ends)
             chosen, trace = self._vote(answers, weights, key.equivalent)
             results.append(run.finish(i, ends, chosen, trace, scored=p.weighted, answers=answers))
         return results
 
     def _vote(
-        self, answers: list[str | None], weights: list[float], equivalent: Callable[[str, str], bool]
+        self, answers: list[str | None], weights: list[float | None], equivalent: Callable[[str, str], bool]
     ) -> tuple[int | None, dict[str, Any]]:
         groups = group_answers(answers, equivalent)
         winner = elect(groups, weights)
@@ -118,7 +125,8 @@ class MajorityVote(Strategy):
         trace = {
             "weighted": self.params.weighted,
             "groups": [
-                {"answer": answers[g[0]], "members": g, "votes": len(g), "weight": sum(weights[k] for k in g)}
+                {"answer": answers[g[0]], "members": g, "votes": len(g),
+                 "weight": sum(weights[k] or 0.0 for k in g)}
                 for g in groups
             ],
             "winner": winner,

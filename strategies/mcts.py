@@ -137,7 +137,9 @@ class MCTS(Strategy):
             leaf = path[-1]
             terminal = self._terminal(tree, leaf)
             if terminal:
-                backup(tree, path, tree.aggregate(leaf, p.aggregation))
+                value = tree.aggregate(leaf, p.aggregation)
+                if value is not None:  # None: the PRM could not score it (skipped as too long)
+                    backup(tree, path, value)
             elif any(q[-1] == leaf for q in paths):
                 break  # virtual loss did not steer away from a pending leaf: expand fewer
             else:
@@ -174,6 +176,8 @@ class MCTS(Strategy):
                     value = tree.aggregate(child.id if rolled is None else rolled, p.aggregation)
                 else:
                     value = child.score or 0.0
+                if value is None:  # its rollout could not be scored: no evidence to back up
+                    continue
                 child.visits, child.value_sum = 1, value
                 backup(tree, path, value)
 
@@ -184,7 +188,7 @@ class MCTS(Strategy):
         if not todo:
             return {}
         got = run.complete(todo, round_index=rnd, temperature=0.0 if greedy else None)
-        return {key: ends[0] for key, ends in zip(todo, got, strict=True)}
+        return {key: ends[0] for key, ends in zip(todo, got, strict=True) if ends}  # none: skipped as too long
 
     def _finals(self, run: SearchRun, rollouts: list[dict[int, int]], rnd: int) -> list[int]:
         """The final node per problem; unfinished most-visited paths are completed together."""
@@ -214,7 +218,7 @@ class MCTS(Strategy):
         done = [n.id for n in tree.nodes[1:] if n.finished and n.score is not None]
         if not done:
             return None
-        return max(done, key=lambda k: (tree.aggregate(k, self.params.aggregation), -k))
+        return max(done, key=lambda k: (tree.aggregate(k, self.params.aggregation) or 0.0, -k))
 
     def _result(self, run: SearchRun, i: int, final: int, sims: int, log: list[dict[str, Any]]) -> SearchResult:
         tree = run.trees[i]

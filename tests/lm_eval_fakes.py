@@ -104,3 +104,78 @@ class WrappedLM(LM):
 
     def generate_until(self, requests: Any, disable_tqdm: bool = False) -> Any:
         return ["7" for _ in requests]
+
+
+class ArithPolicy:
+    """A policy for "What is a + b?" prompts: sample ``j`` answers ``a + b + d`` with ``d``
+    in {-1, 0, 1} drawn from (seed, prompt, j), so samples are batch-independent and
+    reproducible. Whole solutions only (bon, majority, greedy).
+
+    Args:
+        fail_on: a prompt substring (or ``PRM_TEST_FAIL_ON``): a call holding such a
+            prompt raises ``RuntimeError`` (a backend fault on that input).
+        slow: seconds to sleep per call (or ``PRM_TEST_SLOW_SECONDS``; kill tests).
+        log: a file that gets one line per prompt searched (or ``PRM_TEST_SOLVED_LOG``).
+    """
+
+    def __init__(self, fail_on: str | None = None, slow: float | None = None, log: str | None = None) -> None:
+        self.fail_on = fail_on if fail_on is not None else os.environ.get("PRM_TEST_FAIL_ON") or None
+        self.slow = float(slow if slow is not None else os.environ.get("PRM_TEST_SLOW_SECONDS", "0"))
+        self.log = log or os.environ.get("PRM_TEST_SOLVED_LOG")
+        self.calls: list[tuple[str, ...]] = []
+
+    def propose(self, prefixes: Sequence[str], *, n: int, stop: Sequence[str], final_stop: Sequence[str] = (),
+                max_tokens: int, temperature: float, top_p: float = 1.0, seed: int | None = None) -> list[Any]:
+        from prm_plugin.search import PrefixProposals, Proposal
+
+        if stop:
+            raise NotImplementedError("ArithPolicy serves whole solutions: use bon, majority or greedy")
+        self.calls.append(tuple(prefixes))
+        if self.slow:
+            time.sleep(self.slow)
+        if self.fail_on and any(self.fail_on in p for p in prefixes):
+            raise RuntimeError(f"ArithPolicy: simulated backend failure on a prompt with {self.fail_on!r}")
+        if self.log:
+            with open(self.log, "a") as f:
+                f.writelines(p.replace("\n", " ") + "\n" for p in prefixes)
+        out = []
+        for p in prefixes:
+            a, b = (int(x) for x in re.findall(r"-?\d+", p)[:2])
+            props = []
+            for j in range(n):
+                d = (hash_int(f"{seed}|{p}|{j}") % 3) - 1
+                text = f" {a} + {b} = {a + b + d}\n\nThe answer is {a + b + d}"
+                props.append(Proposal(text, len(text.split()), "eos"))
+            out.append(PrefixProposals(tuple(props), prefill_tokens=self.count_tokens(p)))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text.split()))
+
+
+class ArithPRM:
+    """Scores a step "a + b = c" 0.9 when right, 0.2 when wrong (other steps 0.5)."""
+
+    step_separator = "\n\n"
+
+    def score(self, queries: Sequence[Any]) -> list[Any]:
+        from prm_plugin.search import StepScores
+
+        return [StepScores(tuple(self._one(s) for s in q.steps), self.count_tokens(q)) for q in queries]
+
+    @staticmethod
+    def _one(step: str) -> float:
+        m = re.fullmatch(r"\s*(-?\d+) \+ (-?\d+) = (-?\d+)\s*", step)
+        if not m:
+            return 0.5
+        a, b, c = (int(x) for x in m.groups())
+        return 0.9 if a + b == c else 0.2
+
+    def count_tokens(self, query: Any) -> int:
+        return len(query.question.split()) + sum(len(s.split()) for s in query.steps)
+
+
+def hash_int(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")

@@ -181,3 +181,18 @@ def test_majority_votes_by_behaviour_on_the_task_doctests(scripted, monkeypatch,
     assert problem.doc is not None and problem.doc["entry_point"] == "greatest_common_divisor"
     (solution,) = decoder.codegen(task["prompt"].strip() + "\n", do_sample=False, num_samples=1)
     assert solution in answers["def greatest_common_divisor("][1:]
+
+
+def test_a_task_whose_search_fails_gets_an_empty_solution_and_the_run_goes_on(scripted, tmp_path, caplog):
+    """The scripted policy has no answer for the second task (KeyError inside propose)."""
+    decoder = PRMGuidedDecoder(scripted({"def f(": ["    return 1\n"]}), dataset="humaneval")
+    decoder.begin_run(target_path=str(tmp_path / "samples.jsonl"), n_samples=1, dataset="no_such_dataset")
+    assert decoder.codegen("def g():\n    pass\n", do_sample=False, num_samples=1) == [""]
+    assert decoder.codegen("def f():\n    pass\n", do_sample=False, num_samples=1) == ["    return 1\n"]
+    decoder.end_run()
+    traces = [json.loads(x) for x in decoder._run.traces.read_text().splitlines()]
+    assert [("error" in t, t["solution"]) for t in traces] == [(True, ""), (False, "    return 1\n")]
+    assert traces[0]["error"]["type"] == "KeyError" and traces[0]["error"]["where"] == "policy"
+    (costs,) = decoder.session.costs.summary().values()
+    assert costs["failures"] == 1 and costs["problems"] == 2
+    assert "1 problem(s) failed" in caplog.text

@@ -122,3 +122,34 @@ def test_tiny_hf_policy_and_prm(tmp_path):
 def test_flag_conflicts_are_errors(answers, tmp_path):
     with pytest.raises(SystemExit, match="given both by --strategy and in --model-args"):
         cli.main(scripted_args(answers, tmp_path, "--model-args", "strategy=beam"))
+
+
+def test_a_search_fault_and_a_grading_crash_are_recorded_and_the_run_exits_3(answers, tmp_path, monkeypatch, capsys):
+    """ScriptedPolicy raises KeyError on a prompt it has no answer for (3581 here); one
+    program's grading crashes. Both are recorded, the others are graded as usual."""
+    from prm_plugin.integrations import livecodebench as lcb
+
+    table = json.loads(answers.read_text())
+    del table[KEYS["3581"]]
+    answers.write_text(json.dumps(table))
+    real = lcb.lcb.grade_lcb
+
+    def crashing(code, problem):
+        if problem["question_id"] == "abc380_a":
+            raise OSError("sandbox: cannot fork")
+        return real(code, problem)
+
+    monkeypatch.setattr(lcb.lcb, "grade_lcb", crashing)
+    out = tmp_path / "run"
+    assert cli.main(scripted_args(answers, out)) == 3
+    err = capsys.readouterr().err
+    assert "3581/0: policy error, KeyError" in err and "abc380_a: grading error, OSError" in err
+    graded = {p["question_id"]: p["graded_list"] for p in load(out, "eval_all.json")}
+    assert graded == {"2033C": [True], "3580": [False], "3581": [False], "abc380_a": [False]}
+    traces = [json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()]
+    assert [t["question_id"] for t in traces if "error" in t] == ["3581"]
+    assert load(out, "eval.json")["cost_summary"]["livecodebench"]["failures"] == 1
+    from prm_plugin.search_run import BackendError
+
+    with pytest.raises(BackendError, match="policy failed.*KeyError.*no answer"):
+        cli.main(scripted_args(answers, tmp_path / "strict", "--strict"))

@@ -187,8 +187,8 @@ def test_policy_vllm_gets_pretrained_device_dtype_and_policy_kwargs(monkeypatch,
     monkeypatch.setattr(vllm_policy.VLLMPolicy, "from_pretrained", staticmethod(fake_from_pretrained))
     lm = PRMGuidedLM(policy="vllm", pretrained="org/model", dtype="bfloat16", strategy=add_strategy(),
                      **{"policy.gpu_memory_utilization": 0.5, "policy.tensor_parallel_size": 2})
-    assert calls == [("org/model", {"device": None, "dtype": "bfloat16", "gpu_memory_utilization": 0.5,
-                                    "tensor_parallel_size": 2})]
+    assert calls == [("org/model", {"device": None, "dtype": "bfloat16", "on_overflow": "truncate",
+                                    "gpu_memory_utilization": 0.5, "tensor_parallel_size": 2})]
     assert lm.get_model_info()["prm_guided"]["policy"] == "vllm"
 
 

@@ -260,3 +260,46 @@ def test_engine_failures_raise(policy) -> None:
         to_proposal(odd, StopSet(step=("\n\n",)))
     with pytest.raises(ValueError, match="empty"):
         policy.propose([""], n=1, stop=[], max_tokens=2, temperature=0)
+
+
+# --- the context (on_overflow), as in HFPolicy --------------------------------------------
+class ContextLLM(LLM):
+    """The fake engine with a context (``llm_engine.model_config.max_model_len``), taking
+    token-id prompts as vLLM does (``{"prompt_token_ids": [...]}``)."""
+
+    def __init__(self, model: str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=24))
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        texts = [TOK.decode(p["prompt_token_ids"]) if isinstance(p, dict) else p for p in prompts]
+        outs = super().generate(texts, sampling_params, use_tqdm)
+        self.calls[-1] = (list(prompts), list(sampling_params))
+        return outs
+
+
+@pytest.mark.parametrize("on_overflow", ["truncate", "skip", "error"])
+def test_prompts_longer_than_the_context_follow_on_overflow(fake_vllm, on_overflow) -> None:
+    from prm_plugin.policy.vllm import VLLMPolicy
+    from prm_plugin.search import ContextOverflowError
+
+    policy = VLLMPolicy(ContextLLM("m"), on_overflow=on_overflow)
+    long_prompt, short = "The quick brown fox jumps over the lazy dog. " * 3, "x = 1"
+    ids = TOK(long_prompt)["input_ids"]
+    assert policy.max_length == 24 and len(ids) > 24
+    kw = dict(n=2, stop=["\n\n"], max_tokens=16, temperature=0.7, seed=3)
+    if on_overflow == "error":
+        with pytest.raises(ContextOverflowError, match="Prefix 0 takes .* context of 24 positions"):
+            policy.propose([long_prompt, short], **kw)
+        return
+    long_group, short_group = policy.propose([long_prompt, short], **kw)
+    (sent, params), = policy.llm.calls
+    assert short_group.overflow is None and len(short_group) == 2
+    assert params[-1].max_tokens == min(16, 24 - len(TOK(short)["input_ids"]))  # stops at the context's end
+    if on_overflow == "skip":
+        assert long_group.skipped and len(long_group) == 0 and sent == [short, short]  # one request per sample
+        return
+    keep = 24 - min(16, 24 // 4)
+    assert long_group.overflow == "truncated" and long_group.cut_tokens == len(ids) - keep
+    assert sent[:2] == [{"prompt_token_ids": ids[-keep:]}] * 2 and params[0].max_tokens == 24 - keep
+    assert len(long_group) == 2

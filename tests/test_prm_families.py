@@ -221,8 +221,12 @@ def test_bad_queries_are_refused_with_a_fix(prms) -> None:
     with pytest.raises(TypeError, match="tuple of step strings"):
         prms["trl"].score([PRMQuery("q", "one string")])  # type: ignore[arg-type]
     huge = PRMQuery("q", ("word " * 400,))
-    with pytest.raises(ValueError, match="limit of 512 positions"):
-        prms["trl"].score([huge])
+    prms["trl"].on_overflow = "error"  # the default truncates (tests/test_prm_overflow.py)
+    try:
+        with pytest.raises(ValueError, match="limit of 512 positions.*on_overflow=error"):
+            prms["trl"].score([huge])
+    finally:
+        prms["trl"].on_overflow = "truncate"
 
 
 # -- load-time validation ------------------------------------------------------------

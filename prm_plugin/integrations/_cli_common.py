@@ -11,12 +11,14 @@ import argparse
 from typing import Any
 
 from prm_plugin.integrations.search_session import parse_model_args
+from prm_plugin.search import OVERFLOW_POLICIES
 
 #: flag destination -> model_args key
 FLAG_KEYS = {
     "policy": "pretrained", "policy_backend": "policy", "prm": "prm", "prm_family": "prm_family",
     "strategy": "strategy", "n": "n", "max_policy_tokens": "max_policy_tokens", "max_seconds": "max_seconds",
-    "device": "device", "dtype": "dtype", "trace_path": "trace_path",
+    "device": "device", "dtype": "dtype", "trace_path": "trace_path", "on_overflow": "on_overflow",
+    "strict": "strict",
 }
 
 
@@ -34,6 +36,12 @@ def add_search_flags(parser: argparse.ArgumentParser, *, trace_path: bool = True
     g.add_argument("--max-seconds", type=float, metavar="S", help="cap on search seconds per problem")
     g.add_argument("--device", help="device of the policy and PRM (default: CUDA when available)")
     g.add_argument("--dtype", help="dtype of the policy and PRM, e.g. bfloat16")
+    g.add_argument("--on-overflow", choices=OVERFLOW_POLICIES, default=None,
+                   help="inputs longer than the policy's or PRM's context: truncate (cut from the left; "
+                        "default), skip, or error")
+    g.add_argument("--strict", action="store_true", default=None,
+                   help="stop at the first problem whose search fails (default: record it with an empty "
+                        "answer, go on, exit with status 3 at the end)")
     if trace_path:
         g.add_argument("--trace-path", metavar="DIR", help="folder for search traces and the cost summary")
     g.add_argument("--model-args", metavar="K=V,...", default="",

@@ -28,6 +28,11 @@ directly; EvalPlus's stop strings end a solution. The PRM sees the task prompt a
 question and the answer split into code-aware steps (``prm_plugin.steps``, domain
 ``code``). Search traces and the cost summary go next to EvalPlus's samples file
 (``<samples>.prm_traces.jsonl``, ``<samples>.prm_run.json``) or under ``trace_path=``.
+
+A task whose search fails (``prm_plugin.integrations.faults``) gets an empty solution
+(EvalPlus grades it as failing), its trace line carries the ``error``, and the process
+exits with status 3 after EvalPlus has written its results (``strict=true``: the first
+failure stops the run).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any
 from evalplus.provider.base import DecoderBase
 from evalplus.provider.utility import EOS, extra_eos_for_direct_completion, make_raw_chat_prompt
 
+from prm_plugin.integrations.faults import FAILURES
 from prm_plugin.integrations.search_session import SearchSession, parse_model_args
 from prm_plugin.search import Problem, SearchResult
 
@@ -155,6 +161,8 @@ class PRMGuidedDecoder(DecoderBase):
             if self.session.costs.summary():
                 print(f"\nprm_guided cost summary ({self.session.strategy_name}, n={self.session.budget.n}):\n"
                       f"{self.session.costs.table()}\n")
+        if self.session.failures:
+            logger.error(FAILURES.summary(self.session.failures))
 
     def _first_sample(self, prompt: str, num_samples: int) -> int:
         # codegen asks for n_samples - (solutions already on disk), so the index is exact
@@ -165,7 +173,7 @@ class PRMGuidedDecoder(DecoderBase):
 
     def _record(self, problem: Problem, task: dict[str, Any], sample: int, text: str,
                 result: SearchResult, seconds: float) -> None:
-        self.session.costs.add(self.dataset, result.cost.to_json(), seconds, False)
+        self.session.costs.add(self.dataset, result.cost.to_json(), seconds, False, failed=result.error is not None)
         if self._run is not None:
             self._run.append_trace({"task_id": problem.doc and problem.doc["task_id"], "sample": sample,
                                     "question": problem.question, "solution": text, "seconds": seconds,

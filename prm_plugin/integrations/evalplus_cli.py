@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from prm_plugin.integrations import _evalplus_hook
 from prm_plugin.integrations._cli_common import add_search_flags, search_args, to_model_args
+from prm_plugin.integrations.faults import FAILURES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     ns = build_parser().parse_args(list(argv))
+    start = len(FAILURES.failures)
     try:
         model = to_model_args(search_args(ns))
     except ValueError as exc:
@@ -85,4 +87,4 @@ def main(argv: Sequence[str]) -> int:
     target = _evalplus_hook.last_target_path()
     if target:
         print(f"Samples: {target}\nEvalPlus results: {target.replace('.jsonl', '_eval_results.json')}")
-    return 0
+    return FAILURES.exit_status(start)

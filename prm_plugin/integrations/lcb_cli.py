@@ -18,6 +18,12 @@ problem and final sample, and writes to ``--output``:
   searches, so a killed run resumes (``--no-resume`` recomputes).
 
 ``--custom-output FILE`` skips generation and grades LiveCodeBench-format outputs.
+
+A search or a grading that fails on one problem (``prm_plugin.integrations.faults``)
+gives that sample an empty output / a failing verdict, is recorded in ``traces.jsonl``
+(``error``) and the cost summary, and the command exits with status 3 at the end
+(``--strict``: stop at the first failure). Ctrl-C / SIGTERM: finished batches are in
+``store/`` and ``traces.jsonl`` holds the finished samples; rerun to complete.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 
 from prm_plugin.integrations import livecodebench as lcb
 from prm_plugin.integrations._cli_common import FLAG_KEYS, add_search_flags, search_args
+from prm_plugin.integrations.faults import FAILURES, describe, interruptible
 from prm_plugin.integrations.result_store import ResultStore, request_key
 from prm_plugin.integrations.search_session import SearchSession
 from prm_plugin.integrations.traces import CostSummary
@@ -73,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     ns = build_parser().parse_args(list(argv))
+    start = len(FAILURES.failures)
     if ns.num_samples < 1 or ns.max_tokens < 1 or ns.batch_size < 1:
         raise SystemExit("prm-plugin lcb: --num-samples, --max-tokens and --batch-size must be >= 1.")
     source = lcb.Source(release=ns.release, start_date=ns.start_date, end_date=ns.end_date,
@@ -102,19 +110,41 @@ def main(argv: Sequence[str]) -> int:
                                           unused=UNUSED_KEYS)
         except ValueError as exc:
             raise SystemExit(f"prm-plugin lcb: {exc}") from None
-        outputs, codes = generate(problems, session, out, num_samples=ns.num_samples, max_tokens=ns.max_tokens,
-                                  batch_size=ns.batch_size, use_chat=not ns.no_chat_template,
-                                  resume=not ns.no_resume)
+        try:
+            outputs, codes = generate(problems, session, out, num_samples=ns.num_samples,
+                                      max_tokens=ns.max_tokens, batch_size=ns.batch_size,
+                                      use_chat=not ns.no_chat_template, resume=not ns.no_resume)
+        except KeyboardInterrupt:
+            return 130  # generate said what was kept and how to go on
         run_info.update(config=session.config, config_fingerprint=session.fingerprint,
                         cost_summary=session.costs.summary())
-    graded = lcb.grade(problems, codes, workers=ns.workers)
+    graded = grade(problems, codes, workers=ns.workers, strict=bool(getattr(ns, "strict", False)))
     report = write_results(out, problems, outputs, codes, graded, run_info)
     print(f"LiveCodeBench {ns.release} ({len(problems)} problems, {ns.num_samples} sample(s) each): "
           f"pass@1 = {report['pass@1']:.4f}")
     for level, value in report["pass@1_by_difficulty"].items():
         print(f"  {level}: {value:.4f}")
     print(f"Results: {out / 'eval.json'}; LiveCodeBench custom_evaluator input: {out / 'custom_outputs.json'}")
-    return 0
+    return FAILURES.exit_status(start)
+
+
+def grade(problems: list[dict[str, Any]], codes: list[list[str]], *, workers: int | None,
+          strict: bool) -> list[list[bool]]:
+    """``lcb.grade``, isolating a grading crash to its problem: its samples fail and the
+    crash is recorded (``strict``: it stops the run)."""
+    try:
+        return lcb.grade(problems, codes, workers=workers)
+    except Exception:
+        if strict:
+            raise
+    graded = []
+    for problem, code_list in zip(problems, codes, strict=True):
+        try:
+            graded.append(lcb.grade([problem], [code_list], workers=workers)[0])
+        except Exception as exc:
+            FAILURES.record(str(problem["question_id"]), describe(exc, "grading"), "LiveCodeBench")
+            graded.append([False] * len(code_list))
+    return graded
 
 
 def _custom_codes(problems: list[dict[str, Any]], path: str) -> list[list[str]]:
@@ -134,6 +164,23 @@ def generate(problems: list[dict[str, Any]], session: SearchSession, out: Path, 
     prompts = [lcb.policy_prompt(p, tokenizer, use_chat) for p in problems]
     store = ResultStore(out / "store", session.fingerprint, session.config)
     records: list[list[dict[str, Any]]] = [[{} for _ in range(num_samples)] for _ in problems]
+    with interruptible() as guard:
+        try:
+            _search_all(problems, session, store, records, prompts, num_samples=num_samples, max_tokens=max_tokens,
+                        batch_size=batch_size, resume=resume, guard=guard)
+        except KeyboardInterrupt:
+            with guard.critical():
+                _write_traces(out / "traces.jsonl", problems, records, session.costs)
+            print(f"prm-plugin lcb: interrupted; finished batches are in {store.path} and {out / 'traces.jsonl'} "
+                  "holds the finished samples. Rerun the same command to complete the run.")
+            raise
+    _write_traces(out / "traces.jsonl", problems, records, session.costs)
+    return ([[r["output"] for r in recs] for recs in records], [[r["code"] for r in recs] for recs in records])
+
+
+def _search_all(problems: list[dict[str, Any]], session: SearchSession, store: ResultStore,
+                records: list[list[dict[str, Any]]], prompts: list[str], *, num_samples: int, max_tokens: int,
+                batch_size: int, resume: bool, guard: Any) -> None:
     for sample in range(num_samples):
         todo = []
         for i, problem in enumerate(problems):
@@ -154,11 +201,10 @@ def generate(problems: list[dict[str, Any]], session: SearchSession, out: Path, 
             seconds = (time.perf_counter() - began) / len(chunk)
             new = [(key, {"output": r.text, "code": lcb.extract_code(r.text), "seconds": seconds,
                           "result": r.to_json()}) for (_, key), r in zip(chunk, results, strict=True)]
-            store.put_many(new)
+            with guard.critical():  # failed searches stay out of the store: a rerun retries them
+                store.put_many([item for item, r in zip(new, results, strict=True) if r.error is None])
             for (i, _), (_, record) in zip(chunk, new, strict=True):
                 records[i][sample] = {**record, "resumed": False}
-    _write_traces(out / "traces.jsonl", problems, records, session.costs)
-    return ([[r["output"] for r in recs] for recs in records], [[r["code"] for r in recs] for recs in records])
 
 
 def _write_traces(path: Path, problems: list[dict[str, Any]], records: list[list[dict[str, Any]]],
@@ -166,7 +212,10 @@ def _write_traces(path: Path, problems: list[dict[str, Any]], records: list[list
     with path.open("w", encoding="utf-8") as f:
         for problem, recs in zip(problems, records, strict=True):
             for sample, rec in enumerate(recs):
-                costs.add(TASK, rec["result"].get("cost", {}), rec["seconds"], rec["resumed"])
+                if not rec:  # not searched (an interrupted run)
+                    continue
+                costs.add(TASK, rec["result"].get("cost", {}), rec["seconds"], rec["resumed"],
+                          failed="error" in rec["result"])
                 line = {"question_id": problem["question_id"], "sample": sample, "resumed": rec["resumed"],
                         "question": problem["question_content"], "code": rec["code"], **rec["result"]}
                 f.write(json.dumps(line, ensure_ascii=False, default=repr) + "\n")

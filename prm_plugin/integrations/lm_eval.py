@@ -20,6 +20,13 @@ With ``trace_path=DIR``: per-task traces in ``DIR/<task>.traces.jsonl`` keyed by
 lm-eval's ``prompt_hash``, ``DIR/cost_summary.json``, and a result store in
 ``DIR/store/`` keyed by the full configuration + request, so a killed run resumes
 without recomputing finished problems (``resume=false`` recomputes everything).
+
+A problem whose search fails (``prm_plugin.integrations.faults``) is answered with an
+empty string, its trace line carries the ``error``, it is left out of the store, and
+the process exits with status 3 once lm-eval has written its results (``strict=true``:
+the first failure stops the run). Ctrl-C or SIGTERM stops the run between batches:
+finished batches are in the store, the traces of finished problems are written (valid
+JSONL), and a rerun with ``resume=true`` completes the run.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from lm_eval.api.model import LM
 from tqdm import tqdm
 
 from prm_plugin.integrations import _lm_eval_hook
+from prm_plugin.integrations.faults import FAILURES, Interrupts, interruptible
 from prm_plugin.integrations.lm_eval_backends import Backends
 from prm_plugin.integrations.lm_eval_jobs import Job, JobBuilder
 from prm_plugin.integrations.result_store import ResultStore, request_key
@@ -126,11 +134,21 @@ class PRMGuidedLM(LM):
         if len(todo) < len(jobs):
             logger.info("prm_guided: resumed %d of %d problems from %s", len(jobs) - len(todo), len(jobs),
                         self.store.path if self.store else "")
-        with tqdm(total=len(todo), disable=disable_tqdm, desc=f"prm_guided ({self._strategy_name()})") as bar:
-            for batch in self._batches(todo):
-                for job, record in zip(batch, self._search(batch), strict=True):
-                    records[job.index] = record
-                bar.update(len(batch))
+        with interruptible() as guard, \
+                tqdm(total=len(todo), disable=disable_tqdm, desc=f"prm_guided ({self._strategy_name()})") as bar:
+            try:
+                for batch in self._batches(todo):
+                    for job, record in zip(batch, self._search(batch, guard), strict=True):
+                        records[job.index] = record
+                    bar.update(len(batch))
+            except KeyboardInterrupt:
+                finished = [job for job in jobs if records[job.index] is not None]
+                with guard.critical():
+                    self._report(finished, records)
+                logger.warning("prm_guided: interrupted with %d of %d problems done; finished batches are in %s. "
+                               "Rerun with resume=true to complete the run.", len(finished), len(jobs),
+                               self.store.path if self.store else "no store (set trace_path= to resume)")
+                raise
         for job in jobs:
             done = records[job.index]
             assert done is not None
@@ -180,7 +198,7 @@ class PRMGuidedLM(LM):
         size = self.settings.search_batch_size
         return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
-    def _search(self, batch: list[Job]) -> list[dict[str, Any]]:
+    def _search(self, batch: list[Job], guard: Interrupts) -> list[dict[str, Any]]:
         job = batch[0]
         self._check_stops(job, self.session.strategy_for(job.repeat, job.temperature, job.top_p))
         start = time.perf_counter()
@@ -194,8 +212,10 @@ class PRMGuidedLM(LM):
             text = postprocess_generated_text(result.text, job.problem.stop, None)
             records.append({"text": text, "seconds": seconds, "result": result.to_json(), "uid": job.problem.uid,
                             "question": job.problem.question, "domain": job.problem.domain})
-        if self.store is not None:
-            self.store.put_many([(j.key, r) for j, r in zip(batch, records, strict=True)])
+        if self.store is not None:  # failed problems stay out: a rerun retries them
+            with guard.critical():
+                self.store.put_many([(j.key, r) for j, r, res in zip(batch, records, results, strict=True)
+                                     if res.error is None])
         return [{**r, "resumed": False} for r in records]
 
     def _check_stops(self, job: Job, strategy: Any) -> None:
@@ -217,7 +237,8 @@ class PRMGuidedLM(LM):
         for job in jobs:
             record = records[job.index]
             assert record is not None
-            self.costs.add(job.task, record["result"].get("cost", {}), record["seconds"], record["resumed"])
+            self.costs.add(job.task, record["result"].get("cost", {}), record["seconds"], record["resumed"],
+                           failed="error" in record["result"])
             lines.setdefault(job.task, []).append({
                 "task": job.task, "doc_id": job.doc_id, "prompt_hash": job.prompt_hash, "repeat": job.repeat,
                 "resumed": record["resumed"], "question": record["question"], "domain": record["domain"],
@@ -229,6 +250,8 @@ class PRMGuidedLM(LM):
             self.costs.write(self.traces.folder / "cost_summary.json")
         if jobs:
             print(f"\nprm_guided cost summary ({self._strategy_name()}, n={self.budget.n}):\n{self.costs.table()}\n")
+        if self.session.failures:
+            logger.error(FAILURES.summary(self.session.failures))
 
     def _strategy_name(self) -> str:
         return self.session.strategy_name

@@ -124,13 +124,18 @@ def build_backends(
 ) -> Backends:
     """Build (or adopt) the policy and PRM the settings ask for."""
     wrapped = None
+    native = {"on_overflow": settings.on_overflow, **split.policy_kwargs}
     if policy_obj is not None:
         policy, policy_name = policy_obj, type(policy_obj).__name__
     elif settings.policy == "hf":
-        policy, policy_name = _hf_policy(settings, split.policy_kwargs), "hf"
+        policy, policy_name = _hf_policy(settings, native), "hf"
     elif settings.policy == "vllm":
-        policy, policy_name = _vllm_policy(settings, split.policy_kwargs), "vllm"
+        policy, policy_name = _vllm_policy(settings, native), "vllm"
     else:
+        if settings.on_overflow != "truncate":
+            logger.warning("prm_guided: on_overflow=%s applies to the PRM only: the lm-eval model %s handles "
+                           "long prompts itself (lm-eval's HF model cuts them from the left).",
+                           settings.on_overflow, settings.policy)
         wrapped = _lm_eval_model(settings, split.passthrough)
         from prm_plugin.integrations.lm_eval_policy import LMEvalPolicy
 
@@ -223,6 +228,7 @@ def _load_prm(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
             return load_prm(settings.prm, family=settings.prm_family, dtype=settings.dtype,
                             step_separator=settings.prm_step_separator, backend="vllm", **kwargs)
         return load_prm(settings.prm, family=settings.prm_family, device=_device(settings),
-                        dtype=settings.dtype, step_separator=settings.prm_step_separator, **kwargs)
+                        dtype=settings.dtype, step_separator=settings.prm_step_separator,
+                        **{"on_overflow": settings.on_overflow, **kwargs})
     except ValueError as exc:
         raise ValueError(f"prm={settings.prm}: {exc}") from exc

@@ -38,7 +38,9 @@ def lm_eval_main(argv: Sequence[str]) -> int:
     from lm_eval.__main__ import cli_evaluate
 
     import prm_plugin.integrations.lm_eval  # noqa: F401  # registers prm_guided after lm-eval's models
+    from prm_plugin.integrations.faults import FAILURES
 
+    start = len(FAILURES.failures)
     saved = sys.argv
     sys.argv = ["lm_eval", *args]
     try:
@@ -47,7 +49,7 @@ def lm_eval_main(argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
-    return 0
+    return FAILURES.exit_status(start)
 
 
 def _runs(args: list[str]) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm_plugin.search import check_overflow_policy
 from prm_plugin.strategy import params_from_kwargs
 
 #: Policies implemented by this package; any other name is an lm-eval model.
@@ -57,6 +58,12 @@ class ModelSettings:
         trace_path: folder for per-task traces, the cost summary and the result store.
         resume: reuse finished problems from the result store under ``trace_path``.
         search_batch_size: problems per ``Strategy.search`` call (and per store flush).
+        on_overflow: inputs longer than a model's context, for the PRM and the native
+            policies (``hf``, ``vllm``): ``truncate`` (cut from the left; default),
+            ``skip`` (a PRM query stays unscored, a policy prefix is not continued) or
+            ``error``. ``prm.on_overflow=`` / ``policy.on_overflow=`` set one side only.
+        strict: stop the run at the first problem that fails, instead of recording it
+            with an empty answer and going on (``prm_plugin.integrations.faults``).
         device / dtype: where and how the native policy (and PRM) run.
         batch_size / max_batch_size: lm-eval's batch flags; passed to a wrapped lm-eval
             model (native policies take ``policy.batch_size=`` instead).
@@ -78,6 +85,8 @@ class ModelSettings:
     trace_path: str | None = None
     resume: bool = True
     search_batch_size: int = 8
+    on_overflow: str = "truncate"
+    strict: bool = False
     device: str | None = None
     dtype: str | None = None
     batch_size: int | str | None = None
@@ -90,6 +99,7 @@ class ModelSettings:
             raise ValueError(f"max_gen_toks must be >= 1, got {self.max_gen_toks}.")
         if self.prm_backend not in ("hf", "vllm"):
             raise ValueError(f"prm_backend={self.prm_backend!r}: choose hf (in-process) or vllm (pooling runner).")
+        check_overflow_policy(self.on_overflow)
         if self.policy == "prm_guided":
             raise ValueError("policy=prm_guided would wrap itself; choose hf, vllm or another lm-eval model.")
 
@@ -130,9 +140,9 @@ def split_model_args(args: Mapping[str, Any], params_cls: type | None) -> SplitA
     leftovers: dict[str, Any] = {}
     for key, value in args.items():
         if key.startswith("policy."):
-            out.policy_kwargs[key[len("policy."):]] = value
+            out.policy_kwargs[key[len("policy."):]] = backend_value(value)
         elif key.startswith("prm."):
-            out.prm_kwargs[key[len("prm."):]] = value
+            out.prm_kwargs[key[len("prm."):]] = backend_value(value)
         elif key in own:
             settings_kw[key] = value
         elif key in param_names:
@@ -145,6 +155,32 @@ def split_model_args(args: Mapping[str, Any], params_cls: type | None) -> SplitA
     elif leftovers:
         raise ValueError(_unknown_key_message(next(iter(leftovers)), out.settings, param_names))
     return out
+
+
+def backend_value(value: Any) -> Any:
+    """A ``policy.<k>=`` / ``prm.<k>=`` value typed as lm-eval types model_args strings
+    (EvalPlus's ``--model`` and the CLI flags arrive as plain strings): ``true``/``false``,
+    ``none``, integers and floats are converted; quoted text stays a string.
+
+    >>> [backend_value(v) for v in ("8", "-1", "0.5", "True", "none", "'8'", "cpu")]
+    [8, -1, 0.5, True, None, '8', 'cpu']
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    if text.lstrip("+-").isdigit():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return value
 
 
 def _unknown_key_message(key: str, settings: ModelSettings, param_names: set[str]) -> str:

@@ -9,6 +9,7 @@ independent samples rather than copies.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,53 @@ class Job:
         return prompt_hash(self.context)
 
 
+def check_gen_kwargs(task: str, raw: dict[str, Any]) -> None:
+    """Refuse gen_kwargs lm-eval's helpers would choke on (or silently misread), naming
+    the key: ``until`` a non-empty string or list of them; token caps integers >= 1;
+    ``temperature`` a finite number >= 0; ``top_p`` in (0, 1]; ``do_sample`` a boolean.
+
+    >>> check_gen_kwargs("t", {"until": ["\\n\\n"], "max_gen_toks": 64, "temperature": 0.0})
+    >>> check_gen_kwargs("t", {"max_gen_toks": "lots"})
+    Traceback (most recent call last):
+    ValueError: t: gen_kwargs max_gen_toks='lots' must be an integer >= 1. Fix the task's generation_kwargs (or --gen_kwargs).
+    """
+
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"{task}: gen_kwargs {key}={raw[key]!r} must be {want}. Fix the task's "
+                          "generation_kwargs (or --gen_kwargs).")
+
+    until = raw.get("until")
+    if until is not None:
+        items = [until] if isinstance(until, str) else until if isinstance(until, list) else None
+        if items is None or not all(isinstance(s, str) and s for s in items):
+            raise bad("until", "a non-empty string or a list of non-empty strings")
+    for key in ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"):
+        count = _number(raw.get(key), int)
+        if raw.get(key) is not None and (count is None or count < 1):
+            raise bad(key, "an integer >= 1")
+    temperature = _number(raw.get("temperature"), float)
+    if "temperature" in raw and (temperature is None or temperature < 0):
+        raise bad("temperature", "a finite number >= 0")
+    top_p = _number(raw.get("top_p"), float)
+    if "top_p" in raw and (top_p is None or not 0 < top_p <= 1):
+        raise bad("top_p", "a number in (0, 1]")
+    if raw.get("do_sample") is not None and not isinstance(raw["do_sample"], bool):
+        raise bad("do_sample", "true or false")
+
+
+def _number(value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` when it is one (or a string of one) and finite, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        return None
+    try:  # as lm-eval converts: int("12") and int(12.0), not int("1e3")
+        out = int(value) if kind is int else float(value)
+    except (ValueError, OverflowError):
+        return None
+    return out if math.isfinite(out) else None
+
+
 class JobBuilder:
     """Builds jobs; remembers which warnings it already gave."""
 
@@ -74,6 +122,7 @@ class JobBuilder:
         if not isinstance(raw, dict):
             raise TypeError(f"generate_until expects (context, gen_kwargs dict); got {type(raw).__name__}.")
         task = req.task_name or "unknown_task"
+        check_gen_kwargs(task, raw)
         kwargs = dict(normalize_gen_kwargs(raw, self.default_max_gen_toks))
         until = handle_stop_sequences(kwargs.pop("until", None), eos=self.eos)
         max_tokens = int(kwargs.pop("max_gen_toks"))

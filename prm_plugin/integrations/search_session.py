@@ -12,18 +12,26 @@ Each final solution a harness asks for is one search whose strategy seed is offs
 the sample index (``SEED_STRIDE``), so repeated samples of a task are independent draws,
 not copies; a harness's sampling settings replace the strategy's unless ``temperature=``
 / ``top_p=`` were given explicitly (``strategy_for``).
+
+Faults are isolated per problem (``prm_plugin.integrations.faults``): when a batch
+search fails with a per-problem fault, its problems are searched again in halves down
+to single problems (a problem's search does not depend on what shares its batch, so
+the others' answers are those of a clean run); a problem that still fails alone gets a
+``SearchResult`` with an empty text and its ``error``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prm_plugin.integrations.faults import FAILURES, describe, is_fault
 from prm_plugin.integrations.lm_eval_backends import Backends, build_backends
 from prm_plugin.integrations.lm_eval_config import (
     build_strategy_params,
@@ -33,8 +41,11 @@ from prm_plugin.integrations.lm_eval_config import (
     split_model_args,
 )
 from prm_plugin.integrations.traces import CostSummary
-from prm_plugin.search import Budget, Problem, SearchResult
+from prm_plugin.search import Budget, Cost, Problem, SearchResult
+from prm_plugin.search_run import BackendError
 from prm_plugin.strategy import SEED_STRIDE, check_prm, requires_prm
+
+logger = logging.getLogger(__name__)
 
 _OBJECT_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -100,6 +111,9 @@ class SearchSession:
     config: dict[str, Any]
     explicit_sampling: set[str] = field(default_factory=set)
     costs: CostSummary = field(default_factory=CostSummary)
+    harness: str = "prm_guided"
+    #: The problems whose search failed in this session (see ``faults.FailureLog.record``).
+    failures: list[dict[str, Any]] = field(default_factory=list)
     _strategies: dict[tuple[int, float | None, float | None], Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -147,7 +161,7 @@ class SearchSession:
             step_delimiter=getattr(getattr(strategy, "params", None), "step_delimiter", None),
         )
         budget = Budget(n=s.n, max_policy_tokens=s.max_policy_tokens, max_seconds=s.max_seconds)
-        session = cls(strategy=strategy, budget=budget, backends=backends, config={},
+        session = cls(strategy=strategy, budget=budget, backends=backends, config={}, harness=harness,
                       explicit_sampling={k for k in ("temperature", "top_p") if k in split.strategy_params})
         session.config = session._describe(split)
         return session
@@ -188,15 +202,42 @@ class SearchSession:
 
     def search(self, problems: Sequence[Problem], *, sample: int = 0, temperature: float | None = None,
                top_p: float | None = None) -> list[SearchResult]:
-        """Run one search per problem (one batched strategy call)."""
+        """Run one search per problem (one batched strategy call), isolating per-problem
+        faults (see the module docstring): a problem that fails gets a result with an empty
+        text and ``error`` set, unless ``strict=true``, which re-raises the first fault."""
         strategy = self.strategy_for(sample, temperature, top_p)
-        results: list[SearchResult] = strategy.search(list(problems), self.backends.policy,
-                                                      self.backends.prm, self.budget)
+        return self._isolated(strategy, list(problems))
+
+    def _isolated(self, strategy: Any, problems: list[Problem]) -> list[SearchResult]:
+        try:
+            return self._search(strategy, problems)
+        except Exception as exc:
+            if not is_fault(exc) or self.settings.strict:
+                raise
+            if len(problems) == 1:
+                return [self._failed(problems[0], exc)]
+            logger.warning("%s: a batch of %d problems failed (%s); searching it again in halves to isolate "
+                           "the failing problem(s).", self.harness, len(problems), exc)
+        half = len(problems) // 2
+        return self._isolated(strategy, problems[:half]) + self._isolated(strategy, problems[half:])
+
+    def _search(self, strategy: Any, problems: list[Problem]) -> list[SearchResult]:
+        results: list[SearchResult] = strategy.search(problems, self.backends.policy, self.backends.prm,
+                                                      self.budget)
         if len(results) != len(problems):
             raise RuntimeError(
                 f"Strategy {self.strategy_name} returned {len(results)} results for {len(problems)} problems."
             )
         return results
+
+    def _failed(self, problem: Problem, exc: BaseException) -> SearchResult:
+        """The result of a problem whose search failed on its own: empty text, the error,
+        and what its search had cost when it failed."""
+        error = describe(exc)
+        self.failures.append(FAILURES.record(problem.uid or problem.question[:60], error, self.harness))
+        cost = exc.costs[0] if isinstance(exc, BackendError) and exc.costs else Cost()
+        return SearchResult(text="", candidates=[], chosen=None, cost=cost, trace={}, strategy=self.strategy_name,
+                            error=error)
 
     def _describe(self, split: Any) -> dict[str, Any]:
         from prm_plugin import __version__
@@ -213,6 +254,7 @@ class SearchSession:
             "params": dataclasses.asdict(params) if is_params else repr(params),
             "budget": dataclasses.asdict(self.budget), "seed": getattr(params, "seed", None),
             "question_field": s.question_field, "domain": s.domain, "max_gen_toks": s.max_gen_toks,
+            "on_overflow": s.on_overflow,
             "device": s.device, "dtype": s.dtype,
             "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
             "wrapped_model_args": split.passthrough,

@@ -56,7 +56,11 @@ _COLUMNS = (
     ("mean_prm_tokens", "PRM tok/prob", "{:.1f}"),
     ("prm_tokens_per_unique_token", "PRM/unique", "{:.2f}"),
     ("seconds_per_problem", "s/prob", "{:.3f}"),
+    ("overflowed", "overflowed", "{:d}"),
+    ("failures", "failed", "{:d}"),
 )
+#: Cost counters of inputs that did not fit a model's context, summed per task.
+OVERFLOW_COUNTS = ("policy_truncated", "policy_skipped", "prm_truncated", "prm_skipped")
 
 
 class CostSummary:
@@ -65,10 +69,15 @@ class CostSummary:
     def __init__(self) -> None:
         self._sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
-    def add(self, task: str, cost: dict[str, Any], seconds: float, resumed: bool) -> None:
+    def add(self, task: str, cost: dict[str, Any], seconds: float, resumed: bool, failed: bool = False) -> None:
+        """Add one problem's ``Cost`` (as JSON); ``failed``: its search failed (empty answer)."""
         s = self._sums[task]
         s["problems"] += 1
         s["resumed"] += int(resumed)
+        s["failures"] += int(failed)
+        s["overflowed"] += int(any(cost.get(k, 0) for k in OVERFLOW_COUNTS))
+        for key in OVERFLOW_COUNTS:
+            s[key] += cost.get(key, 0)
         s["prefill"] += cost.get("policy_prefill_tokens", 0)
         s["generated"] += cost.get("policy_generated_tokens", 0)
         s["prm"] += cost.get("prm_tokens", 0)
@@ -77,8 +86,11 @@ class CostSummary:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per task: problems, resumed, mean policy tokens (prefilled + generated),
-        mean generated tokens, mean PRM tokens, PRM tokens / unique tree tokens, and
-        seconds per problem (search wall time shared equally within a batch)."""
+        mean generated tokens, mean PRM tokens, PRM tokens / unique tree tokens, seconds
+        per problem (search wall time shared equally within a batch), ``failures``
+        (problems whose search failed and got an empty answer), ``overflowed`` (problems
+        with an input longer than a model's context) and the totals of ``Cost``'s
+        ``policy_truncated`` / ``policy_skipped`` / ``prm_truncated`` / ``prm_skipped``."""
         out: dict[str, dict[str, float]] = {}
         for task, s in sorted(self._sums.items()):
             n = s["problems"]
@@ -91,6 +103,9 @@ class CostSummary:
                 "mean_prm_tokens": s["prm"] / n,
                 "prm_tokens_per_unique_token": s["prm"] / s["unique"] if s["unique"] else math.nan,
                 "seconds_per_problem": s["seconds"] / n,
+                "failures": int(s["failures"]),
+                "overflowed": int(s["overflowed"]),
+                **{key: int(s[key]) for key in OVERFLOW_COUNTS},
             }
         return out
 

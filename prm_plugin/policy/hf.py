@@ -27,6 +27,11 @@ differing token and the rest is prefilled again — that is counted, never hidde
 token that contained the stop string was sampled but never run through the model, so the
 step delimiter is always prefilled: at least one token per extended prefix, and always
 the last prefix token (its logits start the sampling).
+
+Context. A prefix must leave room to generate within the model's context
+(``max_length``; default: the model config's position limit); one that does not is cut
+from the left, skipped or refused by ``on_overflow`` (``prm_plugin.policy._context``),
+and generation stops at the context's end.
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ from typing import Any
 
 import torch
 
+from prm_plugin.policy._context import Fit, fit_prefix
 from prm_plugin.policy._decode import Decoder, Job, RowOut, RowSpec, Settings
 from prm_plugin.policy._request import check_request, token_caps
 from prm_plugin.policy._sampling import fresh_seed, row_stream
 from prm_plugin.policy.prefix_cache import PrefixKVCache
-from prm_plugin.search import PrefixProposals, Proposal
+from prm_plugin.search import PrefixProposals, Proposal, check_overflow_policy
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,11 @@ class HFPolicy:
         shared_prefix_attention: the samples of a prefix read its KV once instead of each
             holding a copy (``_shared_prefix``; used where the model passes a probe).
             False: every row attends over its own copy, as ``generate`` does.
+        max_length: the context in positions (prompt + generated tokens). None: the
+            model config's ``max_position_embeddings`` (or ``n_positions`` / ``n_ctx``),
+            else the tokenizer's ``model_max_length`` when set, else unlimited.
+        on_overflow: a prefix longer than the context: ``"truncate"`` (cut from the
+            left), ``"skip"`` (not continued) or ``"error"`` (see ``_context``).
 
     The policy keeps state (the prefix cache) between calls; it is not thread-safe.
     """
@@ -85,7 +96,13 @@ class HFPolicy:
         prefix_cache_bytes: int | None = None,
         add_bos: bool | None = None,
         shared_prefix_attention: bool = True,
+        max_length: int | None = None,
+        on_overflow: str = "truncate",
     ) -> None:
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 2):
+            raise ValueError(f"max_length must be an int >= 2 (the context in tokens) or None, got {max_length!r}.")
+        self.on_overflow = check_overflow_policy(on_overflow, "on_overflow (policy)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1 (rows decoded together), got {batch_size!r}.")
         if prefix_cache_bytes is not None and (
@@ -101,9 +118,11 @@ class HFPolicy:
         if device is not None:
             self.model.to(self.device)
         self.batch_size = batch_size
+        self.max_length = max_length if max_length is not None else _context_length(model, tokenizer)
         self.add_bos = _default_add_bos(tokenizer) if add_bos is None else add_bos
         if self.add_bos and tokenizer.bos_token_id is None:
             raise ValueError("add_bos=True but the tokenizer has no BOS token; pass add_bos=False.")
+        self._warned_overflow = False
         size = _auto_cache_bytes(self.device) if prefix_cache_bytes is None else prefix_cache_bytes
         self.prefix_cache = PrefixKVCache(size)
         self._decoder = Decoder(
@@ -133,6 +152,8 @@ class HFPolicy:
         add_bos: bool | None = None,
         shared_prefix_attention: bool = True,
         tokenizer: str | None = None,
+        max_length: int | None = None,
+        on_overflow: str = "truncate",
         **model_kwargs: Any,
     ) -> HFPolicy:
         """Load a causal LM and its tokenizer.
@@ -164,7 +185,8 @@ class HFPolicy:
         model = AutoModelForCausalLM.from_pretrained(path_or_id, **model_kwargs)
         return cls(model, tok, device=device, batch_size=batch_size,
                    prefix_cache_bytes=prefix_cache_bytes, add_bos=add_bos,
-                   shared_prefix_attention=shared_prefix_attention)
+                   shared_prefix_attention=shared_prefix_attention, max_length=max_length,
+                   on_overflow=on_overflow)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in this policy's tokenizer (no special tokens added)."""
@@ -210,14 +232,20 @@ class HFPolicy:
         if not prefixes:
             return []
         caps = token_caps(max_tokens, len(prefixes))
+        fits = self._fit(prefixes, caps)
         base = fresh_seed() if seed is None else seed
         greedy = temperature == 0
         jobs: dict[str, Job] = {}
         slots: list[list[tuple[Any, ...]]] = []  # per prefix: the row key of each proposal
         for text, cap in zip(prefixes, caps, strict=True):
+            fit = fits[text]
+            if fit.skipped:
+                slots.append([])
+                continue
+            cap = min(cap, fit.cap)
             job = jobs.get(text)
             if job is None:
-                job = jobs[text] = Job(self.encode(text), [])
+                job = jobs[text] = Job(fit.ids, [])
             if greedy:
                 key = (text, "greedy", cap)
                 if all(r.key != key for r in job.rows):
@@ -227,15 +255,40 @@ class HFPolicy:
             first = len(job.rows)
             job.rows.extend(RowSpec((text, k), row_stream(base, text, k), cap) for k in range(first, first + n))
             slots.append([(text, k) for k in range(first, first + n)])
-        settings = Settings(stops, max(caps), float(temperature), float(top_p))
-        outs, prefilled = self._run(list(jobs.values()), settings)
+        outs, prefilled = ({}, {}) if not jobs else self._run(
+            list(jobs.values()), Settings(stops, max(r.max_tokens or 1 for j in jobs.values() for r in j.rows),
+                                          float(temperature), float(top_p)))
         charged: set[str] = set()
         result = []
         for text, keys in zip(prefixes, slots, strict=True):
+            fit = fits[text]
             props = tuple(Proposal(outs[k].text, outs[k].n_tokens, outs[k].stop_reason) for k in keys)
-            result.append(PrefixProposals(props, 0 if text in charged else prefilled[text]))
+            paid = 0 if text in charged or fit.skipped else prefilled[text]
+            result.append(PrefixProposals(props, paid, fit.overflow, fit.cut))
             charged.add(text)
         return result
+
+    def _fit(self, prefixes: Sequence[str], caps: Sequence[int]) -> dict[str, Fit]:
+        """Each unique prefix's ids, cut (or skipped) to leave room for its largest cap."""
+        most: dict[str, int] = {}
+        first: dict[str, int] = {}
+        for i, (text, cap) in enumerate(zip(prefixes, caps, strict=True)):
+            most[text] = max(cap, most.get(text, 0))
+            first.setdefault(text, i)
+        fits = {}
+        for text, cap in most.items():
+            ids = self.encode(text)
+            keep_head = int(self.add_bos and ids[0] == self.tokenizer.bos_token_id)
+            fits[text] = fit_prefix(ids, cap, self.max_length, self.on_overflow, keep_head=keep_head,
+                                    index=first[text])
+        cut = [f for f in fits.values() if f.overflow]
+        if cut:
+            log.log(logging.WARNING if not self._warned_overflow else logging.DEBUG,
+                    "HF policy: %d prefix(es) of this call do not fit the context of %d positions; "
+                    "on_overflow=%s (counted per problem in Cost.policy_truncated / policy_skipped%s).",
+                    len(cut), self.max_length, self.on_overflow, "" if self._warned_overflow else "; warned once")
+            self._warned_overflow = True
+        return fits
 
     def _run(self, jobs: list[Job], s: Settings) -> tuple[dict[Any, RowOut], dict[str, int]]:
         """Split jobs into groups of at most ``batch_size`` rows (longest prefixes first, so a
@@ -266,6 +319,18 @@ class HFPolicy:
         outs.update(got)
         for job, count in zip(group, counts, strict=True):
             prefilled[job.rows[0].key[0]] += count
+
+
+def _context_length(model: Any, tokenizer: Any) -> int | None:
+    """The model's context: its config's position limit, else the tokenizer's, else None."""
+    config: Any = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 1:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 1 < value < 10**8 else None
 
 
 def _default_add_bos(tokenizer: Any) -> bool:

