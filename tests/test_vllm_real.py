@@ -129,6 +129,33 @@ def test_prm_on_vllm_pooling_matches_the_hf_scorer(vllm_prm: Any, paths: dict[st
         assert a.tokens == vllm_prm.count_tokens(q) == hf.count_tokens(q)
 
 
+def test_prm_overflow_on_vllm_follows_the_hf_scorer(vllm_prm: Any, paths: dict[str, Path]) -> None:
+    """A query longer than the engine's 512 positions is cut by the same rule on both
+    backends (question from the left, then the oldest steps), so the scores agree."""
+    from prm_plugin.prm import load_prm
+
+    hf = load_prm(str(paths["prm_tc"]), dtype="float32", cache_bytes=0)
+    long_q = "What is " + " + ".join(str(k) for k in range(300)) + "?"
+    steps = tuple(f"step {k}: {k} + {k} = {2 * k}" for k in range(1, 4))
+    many = tuple(f"step {k}: " + " + ".join(["1"] * 40) for k in range(12))
+    queries = [PRMQuery(long_q, steps), PRMQuery("Add.", many)]
+    assert all(hf.count_tokens(q) > 512 for q in queries)
+    ours, theirs = vllm_prm.score(queries), hf.score(queries)
+    for q, a, b in zip(queries, ours, theirs, strict=True):
+        assert a.overflow == b.overflow == "truncated" and a.cut_tokens == b.cut_tokens > 0
+        assert len(a.scores) == len(q.steps)
+        assert max(abs(x - y) for x, y in zip(a.scores, b.scores, strict=True)) <= 1e-4
+
+
+def test_policy_overflow_on_real_vllm(paths: dict[str, Path], vllm_policy: Any) -> None:
+    """A prompt longer than the context is cut from the left and still answered."""
+    long_prompt = "1 + 1 = 2. " * 200
+    assert vllm_policy.count_tokens(long_prompt) > 512
+    (group,) = vllm_policy.propose([long_prompt], n=2, stop=["\n\n"], max_tokens=16, temperature=0.0)
+    assert group.overflow == "truncated" and group.cut_tokens > 0 and len(group) == 2
+    assert all(1 <= p.n_tokens <= 16 for p in group)
+
+
 def test_search_end_to_end_on_vllm(vllm_policy: Any, vllm_prm: Any, problems: list[Any]) -> None:
     from prm_plugin.plugins import get_strategy
     from prm_plugin.world.grading import final_answer

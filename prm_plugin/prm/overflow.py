@@ -35,6 +35,10 @@ from collections.abc import Callable, Sequence
 from prm_plugin.prm.kv_cache import Segment
 
 QuestionSegment = Callable[[str], Segment]
+#: A cut question's room is rounded down to a multiple of ``max_length // QUESTION_GRAIN``,
+#: so candidates of similar length share the cut question (and its cached KV); every
+#: scorer uses it, so the in-process and the vLLM scorer cut a query alike.
+QUESTION_GRAIN = 16
 
 
 def fit_question(question: str, room: int, question_segment: QuestionSegment, grain: int = 1) -> Segment:

@@ -39,14 +39,11 @@ import torch
 
 from prm_plugin._hf_compat import CACHE_KW, output_cache
 from prm_plugin.prm.kv_cache import Node, PrefixCache, Segment
-from prm_plugin.prm.overflow import fit_query, fit_question
+from prm_plugin.prm.overflow import QUESTION_GRAIN, fit_query, fit_question
 from prm_plugin.search import ContextOverflowError, PRMQuery, StepScores, check_overflow_policy
 
 Head = Callable[[torch.Tensor], torch.Tensor]
 log = logging.getLogger(__name__)
-#: A cut question's room is rounded down to a multiple of ``max_length // QUESTION_GRAIN``,
-#: so candidates of similar length share the cut question (and its cached KV).
-QUESTION_GRAIN = 16
 
 
 class Segmenter(Protocol):

