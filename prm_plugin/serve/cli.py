@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from prm_plugin.integrations.lm_eval_config import ModelSettings
 from prm_plugin.integrations.search_flags import add_search_flags, search_args
 from prm_plugin.serve.config import DEFAULT_HOST, DEFAULT_PORT, ServeConfig
 
@@ -66,8 +67,11 @@ def main(argv: Sequence[str]) -> int:
             max_tokens=ns.max_tokens, max_choices=ns.max_choices, max_body_bytes=ns.max_body_bytes,
             default_max_tokens=min(int(args.get("max_gen_toks", ServeConfig.default_max_tokens)), ns.max_tokens),
         )
+        n = int(args.get("n", ModelSettings.n))
     except ValueError as exc:
         raise SystemExit(f"prm-plugin serve: {exc}") from None
+    if n > config.max_n:
+        raise SystemExit(f"prm-plugin serve: --n {n} exceeds --max-n {config.max_n}; raise --max-n or lower --n.")
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     from prm_plugin.serve.server import bind, run, url_of
 
@@ -77,8 +81,6 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         session = SearchSession.build(args, harness="prm-plugin serve", unused=UNUSED_KEYS)
-        if session.budget.n > config.max_n:
-            raise ValueError(f"--n {session.budget.n} exceeds --max-n {config.max_n}; raise --max-n or lower --n.")
     except ValueError as exc:
         sock.close()
         raise SystemExit(f"prm-plugin serve: {exc}") from None
