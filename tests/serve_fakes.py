@@ -68,7 +68,7 @@ def fake_session(policy: AnyPolicy | None = None, **settings: Any) -> SearchSess
 @contextmanager
 def serving(session: SearchSession, **config: Any) -> Iterator[ServerThread]:
     """The app on a free loopback port for the duration of the block."""
-    with ServerThread(create_app(session, ServeConfig(**{"batch_wait_s": 0.01, **config}))) as server:
+    with ServerThread(create_app(session, ServeConfig(**{"batch_wait_s": 0.01, "batch_max_wait_s": 0.1, **config}))) as server:
         yield server
 
 

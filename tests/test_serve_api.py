@@ -53,7 +53,7 @@ def test_a_list_of_prompts_and_openai_n_give_one_choice_per_search():
 
 def test_concurrent_requests_are_gathered_into_batches():
     policy = AnyPolicy()
-    with serving(fake_session(policy), max_batch=4, batch_wait_s=2.0) as server:
+    with serving(fake_session(policy), max_batch=4, batch_wait_s=2.0, batch_max_wait_s=5.0) as server:
         responses = asyncio.run(_concurrently(server.url, [{"prompt": f"problem {i}"} for i in range(8)]))
         assert all(r.status_code == 200 for r in responses)
         assert [r.json()["choices"][0]["text"] for r in responses] == [f"answer 1 to problem {i}" for i in range(8)]
@@ -65,7 +65,7 @@ def test_concurrent_requests_are_gathered_into_batches():
 
 def test_requests_with_different_search_settings_never_share_a_search():
     policy = AnyPolicy()
-    with serving(fake_session(policy), batch_wait_s=1.0) as server:
+    with serving(fake_session(policy), batch_wait_s=1.0, batch_max_wait_s=5.0) as server:
         responses = asyncio.run(_concurrently(server.url, [
             {"prompt": "a", "search": {"n": 3}}, {"prompt": "b", "search": {"n": 3}},
             {"prompt": "c", "search": {"strategy": "majority", "n": 5}}, {"prompt": "d"}]))
@@ -90,7 +90,7 @@ def test_per_request_strategy_parameters_reach_the_strategy():
 
 def test_a_failing_search_fails_only_its_own_request():
     policy = AnyPolicy()
-    with serving(fake_session(policy), batch_wait_s=1.0) as server:
+    with serving(fake_session(policy), batch_wait_s=1.0, batch_max_wait_s=5.0) as server:
         ok1, bad, ok2 = asyncio.run(_concurrently(server.url, [{"prompt": "fine 1"}, {"prompt": "boom"},
                                                                {"prompt": "fine 2"}]))
         assert ok1.status_code == 200 and ok1.json()["choices"][0]["text"] == "answer 1 to fine 1"

@@ -2,10 +2,14 @@
 
 Requests queue ``Pending`` items; one worker takes the oldest item's batch key (the
 search variant, sample index and sampling settings: problems in one search share a
-strategy instance), gathers every queued item with that key up to ``max_batch``, waiting
-until the oldest has waited ``wait_s`` or the batch is full, and runs the batch on a
-single search thread (the models are not shared between threads). While a batch runs,
-new requests queue up and form the next one.
+strategy instance) and gathers every queued item with that key, up to ``max_batch``. It
+releases the batch when it is full, or once arrivals have paused for ``wait_s`` (counted
+from the last arrival or the end of the previous batch, whichever is later), or when the
+oldest item has waited ``max_wait_s`` for an idle worker. The batch runs on a single
+search thread (the models are not shared between threads); while it runs, new requests
+queue up and form the next one. Counting the pause from the end of the previous batch
+lets the clients it just answered come back in time to join the next one, so groups of
+clients that started apart merge instead of alternating in half-size batches.
 
 A request whose client disconnects is cancelled: still queued, it leaves the queue and
 frees its place; already in a running search, its result is dropped. A batch whose
@@ -52,16 +56,21 @@ class Batcher(Generic[In, Out]):
         run: ``run(key, items) -> outcomes``, one outcome per item, called on the search
             thread; it may raise (then each item is retried alone).
         max_batch: items per batch at most.
-        wait_s: how long the oldest item waits for its batch to fill.
+        wait_s: the pause in arrivals that releases a batch.
+        max_wait_s: the longest an item waits for an idle worker to release its batch.
         max_queue: items queued or running at most (``submit`` raises ``QueueFull``).
         on_batch: called on the event loop with each batch's size (metrics).
     """
 
     def __init__(self, run: Callable[[Hashable, list[In]], Sequence[Out]], *, max_batch: int, wait_s: float,
-                 max_queue: int, on_batch: Callable[[int], None] | None = None) -> None:
+                 max_queue: int, max_wait_s: float | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self._run = run
         self.max_batch = max_batch
         self.wait_s = wait_s
+        self.max_wait_s = max(wait_s, 10 * wait_s if max_wait_s is None else max_wait_s)
+        self._last_arrival = 0.0
+        self._idle_since = 0.0
         self.max_queue = max_queue
         self._on_batch = on_batch
         self._queue: list[Pending[In, Out]] = []
@@ -103,6 +112,7 @@ class Batcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         made = [Pending(key, item, loop.create_future()) for key, item in items]
         self._queue.extend(made)
+        self._last_arrival = time.monotonic()
         self._wakeup.set()
         return made
 
@@ -131,20 +141,22 @@ class Batcher(Generic[In, Out]):
                 await self._execute(batch)
 
     async def _gather(self) -> list[Pending[In, Out]]:
-        """The oldest item's batch, once it is full or the oldest has waited ``wait_s``."""
+        """The oldest item's batch, once full, or arrivals paused, or it waited ``max_wait_s``."""
         assert self._wakeup is not None
         while self._queue:
             oldest = self._queue[0]
             same = [p for p in self._queue if p.key == oldest.key]
-            left = oldest.enqueued + self.wait_s - time.monotonic()
-            if len(same) >= self.max_batch or left <= 0:
+            now = time.monotonic()
+            quiet = now - max(self._last_arrival, self._idle_since)
+            waited = now - max(oldest.enqueued, self._idle_since)
+            if len(same) >= self.max_batch or quiet >= self.wait_s or waited >= self.max_wait_s:
                 batch = same[:self.max_batch]
                 taken = set(map(id, batch))
                 self._queue = [p for p in self._queue if id(p) not in taken]
                 return batch
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=left)
+                await asyncio.wait_for(self._wakeup.wait(), timeout=min(self.wait_s - quiet, self.max_wait_s - waited))
         return []
 
     async def _execute(self, batch: list[Pending[In, Out]]) -> None:
@@ -157,6 +169,7 @@ class Batcher(Generic[In, Out]):
                                                   [p.item for p in batch])
         finally:
             self._running = 0
+            self._idle_since = time.monotonic()
         for pending, outcome in zip(batch, outcomes, strict=True):
             if pending.future.done():  # cancelled by its client meanwhile
                 continue

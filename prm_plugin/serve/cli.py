@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from prm_plugin.integrations.lm_eval_config import ModelSettings
 from prm_plugin.integrations.search_flags import add_search_flags, search_args
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--served-model-name", help="the model name clients send (default: --policy, else prm-plugin)")
     s.add_argument("--max-batch", type=int, default=d.max_batch, help="problems per strategy.search call at most")
     s.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_s * 1000,
-                   help="how long a queued problem waits for others to join its batch")
+                   help="a batch starts once requests pause this long (default %(default)s)")
+    s.add_argument("--batch-max-wait-ms", type=float, default=d.batch_max_wait_s * 1000,
+                   help="the longest a request waits for an idle server to start its batch (default %(default)s)")
     s.add_argument("--max-queue", type=int, default=d.max_queue, help="problems queued or running at most (then 503)")
     s.add_argument("--max-n", type=int, default=d.max_n, help="largest search budget n (and integer parameter) a "
                                                                "request may ask for")
@@ -51,10 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def typed_backend_kwargs(args: dict[str, Any]) -> dict[str, Any]:
+    """``policy.<k>=`` / ``prm.<k>=`` values typed as lm-eval types ``--model_args`` values
+    (``1024`` -> int, ``0.5`` -> float, ``true`` -> bool), so ``policy.batch_size=1024`` reaches
+    the policy as a number; the other keys are typed by the settings and Params dataclasses.
+
+    >>> typed_backend_kwargs({"policy.batch_size": "1024", "prm.dtype": "float32", "n": "4"})
+    {'policy.batch_size': 1024, 'prm.dtype': 'float32', 'n': '4'}
+    """
+    return {k: _typed(v) if k.startswith(("policy.", "prm.")) and isinstance(v, str) else v
+            for k, v in args.items()}
+
+
+def _typed(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
 def main(argv: Sequence[str]) -> int:
     ns = build_parser().parse_args(list(argv))
     try:
-        args = search_args(ns)
+        args = typed_backend_kwargs(search_args(ns))
     except ValueError as exc:
         raise SystemExit(f"prm-plugin serve: {exc}") from None
     if not args.get("pretrained") and not args.get("policy"):
@@ -63,7 +89,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = ServeConfig(
             model_name=ns.served_model_name or str(args.get("pretrained") or "prm-plugin"), api_key=api_key,
-            max_batch=ns.max_batch, batch_wait_s=ns.batch_wait_ms / 1000, max_queue=ns.max_queue, max_n=ns.max_n,
+            max_batch=ns.max_batch, batch_wait_s=ns.batch_wait_ms / 1000,
+            batch_max_wait_s=ns.batch_max_wait_ms / 1000, max_queue=ns.max_queue, max_n=ns.max_n,
             max_tokens=ns.max_tokens, max_choices=ns.max_choices, max_body_bytes=ns.max_body_bytes,
             default_max_tokens=min(int(args.get("max_gen_toks", ServeConfig.default_max_tokens)), ns.max_tokens),
         )

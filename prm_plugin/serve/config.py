@@ -17,7 +17,9 @@ class ServeConfig:
         model_name: the name ``/v1/models`` lists and requests must use (``model``).
         api_key: when set, every endpoint but ``/health`` needs ``Authorization: Bearer <key>``.
         max_batch: problems gathered into one ``strategy.search`` call at most.
-        batch_wait_s: how long the oldest queued problem waits for others to join its batch.
+        batch_wait_s: the pause in arrivals that releases a batch (counted from the last
+            arrival or the end of the previous batch, whichever is later).
+        batch_max_wait_s: the longest a queued problem waits for an idle worker to start it.
         max_queue: problems waiting or running at most; further requests get 503.
         max_n: the largest search budget ``n`` a request may ask for; it also bounds the
             strategy's other integer parameters (``beam_width``, ``simulations``, ...).
@@ -33,7 +35,8 @@ class ServeConfig:
     model_name: str = "prm-plugin"
     api_key: str | None = None
     max_batch: int = 64
-    batch_wait_s: float = 0.05
+    batch_wait_s: float = 0.1
+    batch_max_wait_s: float = 1.0
     max_queue: int = 1024
     max_n: int = 64
     max_tokens: int = 4096
@@ -48,8 +51,9 @@ class ServeConfig:
                      "max_prompts", "max_stop", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.batch_wait_s < 0:
-            raise ValueError(f"batch_wait_s must be >= 0 seconds, got {self.batch_wait_s}.")
+        if self.batch_wait_s < 0 or self.batch_max_wait_s < self.batch_wait_s:
+            raise ValueError(f"need 0 <= batch_wait_s <= batch_max_wait_s, got {self.batch_wait_s} and "
+                             f"{self.batch_max_wait_s} seconds.")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens}).")
         if self.api_key is not None and not self.api_key.strip():

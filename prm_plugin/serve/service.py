@@ -56,7 +56,8 @@ class SearchService:
         self.variants = Variants(session, config)
         self.text = TextTools(session.tokenizer(), session.backends.policy.count_tokens)
         self.batcher: Batcher[Job, Answer] = Batcher(self._run, max_batch=config.max_batch,
-                                                     wait_s=config.batch_wait_s, max_queue=config.max_queue,
+                                                     wait_s=config.batch_wait_s, max_wait_s=config.batch_max_wait_s,
+                                                     max_queue=config.max_queue,
                                                      on_batch=lambda size: self.metrics.batch_size.observe(size))
         self.metrics = Metrics(lambda: self.batcher.depth)
         self.started = int(time.time())
