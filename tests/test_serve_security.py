@@ -142,10 +142,18 @@ def test_api_key_is_required_everywhere_but_health():
         assert chat.status_code == 401  # the key is checked before the body is judged
 
 
-def test_cli_checks_flags_before_loading_anything(capsys):
+def test_cli_checks_flags_before_loading_anything():
     with pytest.raises(SystemExit, match="give at least --policy"):
         serve_main([])
     with pytest.raises(SystemExit, match="--n 100 exceeds --max-n 64"):
         serve_main(["--policy", "p", "--n", "100"])
     with pytest.raises(SystemExit, match="given both by --strategy and in --model-args"):
         serve_main(["--policy", "p", "--strategy", "beam", "--model-args", "strategy=bon"])
+    from prm_plugin.serve.server import bind
+
+    taken = bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(SystemExit, match="cannot listen on 127.0.0.1"):
+            serve_main(["--policy", "p", "--port", str(taken.getsockname()[1])])
+    finally:
+        taken.close()

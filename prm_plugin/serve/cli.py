@@ -100,11 +100,17 @@ def main(argv: Sequence[str]) -> int:
     if n > config.max_n:
         raise SystemExit(f"prm-plugin serve: --n {n} exceeds --max-n {config.max_n}; raise --max-n or lower --n.")
     logging.basicConfig(level=ns.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from prm_plugin.serve.server import bind, run, url_of
-
-    sock = bind(ns.host, ns.port)  # before loading models: a taken port fails fast
+    try:
+        from prm_plugin.serve.app import create_app
+        from prm_plugin.serve.server import bind, run, url_of
+    except ImportError as exc:
+        raise SystemExit(f"prm-plugin serve needs the serve extra: pip install 'prm-plugin[serve]' ({exc}).") from None
     from prm_plugin.integrations.search_session import SearchSession
-    from prm_plugin.serve.app import create_app
+
+    try:
+        sock = bind(ns.host, ns.port)  # before loading models: a taken port fails fast
+    except OSError as exc:
+        raise SystemExit(f"prm-plugin serve: cannot listen on {ns.host}:{ns.port}: {exc}") from None
 
     try:
         session = SearchSession.build(args, harness="prm-plugin serve", unused=UNUSED_KEYS)
