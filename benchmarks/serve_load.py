@@ -44,7 +44,7 @@ def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[
     model_args = f"temperature={args.temperature},policy.batch_size={args.policy_batch_size}"
     if args.strategy == "beam":
         model_args += f",beam_width={args.beam_width}"
-    cmd = [str(BIN / "prm-plugin"), "serve", "--port", "0", "--log-level", "warning", "--policy", str(p["policy"]),
+    cmd = [str(BIN / "prm-plugin"), "serve", "--port", "0", "--log-level", args.server_log_level, "--policy", str(p["policy"]),
            "--prm", str(p["prm"]), "--strategy", args.strategy, "--n", str(args.n), "--model-args", model_args,
            "--max-batch", str(args.clients), "--batch-wait-ms", str(args.batch_wait_ms), "--served-model-name", "world"]
     with log.open("w") as out:
@@ -103,13 +103,24 @@ async def load(url: str, prompts: list[str], clients: int, requests: int, timeou
     return {"wall": wall, "latencies": latencies, "answers": answers, "errors": errors}
 
 
-def server_metrics(url: str) -> dict[str, float]:
-    out = {}
+def server_metrics(url: str) -> dict[str, Any]:
+    """Counters from /metrics, and the batch sizes as ``{upper bound: batches}``."""
+    out: dict[str, Any] = {}
+    cumulative: list[tuple[str, float]] = []
     for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
         if line.startswith(("prm_serve_problems_searched_total", "prm_serve_batch_size_count",
                             "prm_serve_batch_size_sum", "prm_serve_search_failures_total")):
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
+        elif line.startswith("prm_serve_batch_size_bucket"):
+            le = re.search(r'le="([^"]+)"', line)
+            cumulative.append((le.group(1) if le else "?", float(line.rsplit(" ", 1)[1])))
+    previous, sizes = 0.0, {}
+    for le, count in cumulative:
+        if count > previous:
+            sizes[f"<={le}"] = int(count - previous)
+        previous = count
+    out["batch_sizes"] = sizes
     return out
 
 
@@ -143,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-wait-ms", type=float, default=100.0, help="the server's --batch-wait-ms")
     ap.add_argument("--chunked", action="store_true", help="also time in-process searches of --clients problems")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds before the clients give up")
+    ap.add_argument("--server-log", help="keep the server's log in this file (with --server-log-level)")
+    ap.add_argument("--server-log-level", default="warning", choices=("warning", "info", "debug"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the world's test set has {len(wproblems)} problems; ask for at most that many.")
     problems = search_problems(load_tokenizer(str(world.paths()["policy"])), wproblems)
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(args, Path(tmp) / "server.log")
+        proc, url = start_server(args, Path(args.server_log or Path(tmp) / "server.log"))
         try:
             served = asyncio.run(load(url, [p.prompt for p in problems], args.clients, args.requests, args.timeout))
             metrics = server_metrics(url)
@@ -168,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "strategy": args.strategy, "n": args.n, "errors": len(served["errors"]),
         "answered": sum(len(v) for v in served["answers"].values()),
         "searched": metrics.get("prm_serve_problems_searched_total"),
+        "batches": metrics.get("prm_serve_batch_size_count"), "batch_sizes": metrics["batch_sizes"],
         "mean_batch": metrics.get("prm_serve_batch_size_sum", 0) / max(1.0, metrics.get("prm_serve_batch_size_count", 0)),
         "served_problems_per_s": total / served["wall"],
         "p50_latency_s": statistics.median(served["latencies"]),

@@ -83,9 +83,25 @@ def test_per_request_strategy_parameters_reach_the_strategy():
         assert r.status_code == 200, r.text
         assert r.json()["search"]["params"]["aggregation"] == "last"
         assert policy.calls[-1][2] == 0.25 and policy.calls[-1][3] == 9 * 1_000_003
-        # OpenAI's temperature 0 (lm-eval's greedy gen_kwargs) keeps the search's own temperature
+        # OpenAI's temperature replaces the search's; 0 (lm-eval's greedy gen_kwargs) keeps the search's own
         _post(server.url, "/v1/completions", {"prompt": "y", "temperature": 0})
         assert policy.calls[-1][2] == 0.8
+        _post(server.url, "/v1/completions", {"prompt": "z", "temperature": 0.3})
+        assert policy.calls[-1][2] == 0.3
+        # ... unless search sets it; greedy fixes it at 0 whatever the client says
+        _post(server.url, "/v1/completions", {"prompt": "w", "temperature": 0.3, "search": {"temperature": 0.6}})
+        assert policy.calls[-1][2] == 0.6
+        r = _post(server.url, "/v1/completions", {"prompt": "v", "temperature": 0.3, "search": {"strategy": "greedy"}})
+        assert r.status_code == 200 and policy.calls[-1][2] == 0
+
+
+def test_a_temperature_the_server_set_is_not_replaced_by_the_client():
+    policy = AnyPolicy()
+    with serving(fake_session(policy, temperature=0.5)) as server:
+        _post(server.url, "/v1/completions", {"prompt": "y", "temperature": 1.2, "top_p": 0.9})
+        assert policy.calls[-1][2] == 0.5
+        r = _post(server.url, "/v1/completions", {"prompt": "y", "search": {"strategy": "majority"}, "temperature": 1.2})
+        assert r.status_code == 200 and policy.calls[-1][2] == 0.5  # carried over to the other strategy
 
 
 def test_a_failing_search_fails_only_its_own_request():

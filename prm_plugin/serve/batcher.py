@@ -162,6 +162,7 @@ class Batcher(Generic[In, Out]):
     async def _execute(self, batch: list[Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
         self._running = len(batch)
+        logger.debug("prm-plugin serve: a batch of %d (%d more queued)", len(batch), len(self._queue))
         if self._on_batch is not None:
             self._on_batch(len(batch))
         try:

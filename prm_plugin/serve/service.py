@@ -26,8 +26,6 @@ class Job:
 
     session: SearchSession
     sample: int
-    temperature: float | None
-    top_p: float | None
     problem: Problem
 
 
@@ -120,17 +118,15 @@ class SearchService:
     async def _search(self, req: CompletionRequest | ChatCompletionRequest, prompts: Sequence[str],
                       questions: Sequence[str], max_tokens: int | None,
                       disconnected: Any) -> tuple[list[Answer], Variant]:
-        variant = self.variants.resolve(req.search, req.seed)
+        variant = self.variants.resolve(req.search, seed=req.seed, temperature=req.temperature, top_p=req.top_p)
         session = variant.session
-        temperature = req.temperature if req.temperature and "temperature" not in session.explicit_sampling else None
-        top_p = req.top_p if req.top_p is not None and "top_p" not in session.explicit_sampling else None
         rid = uuid.uuid4().hex[:12]
         items: list[tuple[Hashable, Job]] = []
         for i, (prompt, question) in enumerate(zip(prompts, questions, strict=True)):
             problem = Problem(prompt=prompt, question=question, stop=req.stops(), domain=variant.domain,
                               max_tokens=max_tokens or self.config.default_max_tokens, uid=f"{rid}/{i}", doc={})
             for j in range(req.n):
-                items.append(((variant.key, j, temperature, top_p), Job(session, j, temperature, top_p, problem)))
+                items.append(((variant.key, j), Job(session, j, problem)))
         try:
             pendings = self.batcher.submit(items)
         except QueueFull as exc:
@@ -163,8 +159,7 @@ class SearchService:
     def _run(self, key: Hashable, jobs: list[Job]) -> list[Answer]:
         """One batch on the search thread."""
         first = jobs[0]
-        results = first.session.search([j.problem for j in jobs], sample=first.sample,
-                                       temperature=first.temperature, top_p=first.top_p)
+        results = first.session.search([j.problem for j in jobs], sample=first.sample)
         answers = []
         for job, result in zip(jobs, results, strict=True):
             self.metrics.searched(result.cost)

@@ -72,8 +72,13 @@ class Variants:
         self.config = config
         self._cache: OrderedDict[tuple[Any, ...], SearchSession] = OrderedDict()
 
-    def resolve(self, search: Mapping[str, Any] | None, seed: int | None = None) -> Variant:
-        """The variant for a request's ``search`` settings and OpenAI ``seed``.
+    def resolve(self, search: Mapping[str, Any] | None, *, seed: int | None = None,
+                temperature: float | None = None, top_p: float | None = None) -> Variant:
+        """The variant for a request's ``search`` settings and OpenAI ``seed``, ``temperature``
+        and ``top_p``. The last two replace the search's own as a harness's sampling settings
+        do (``SearchSession.strategy_for``): unless the server or ``search`` set them, with a
+        temperature of 0 or None keeping the search's, and dropped for strategies that fix them
+        (``greedy``). They are part of the variant, so a session's strategies stay few.
 
         Raises:
             APIError: 400 for a setting outside the allow-list, out of bounds, or invalid
@@ -87,15 +92,19 @@ class Variants:
         domain = self._domain(search.pop("domain", None))
         n = self._n(search.pop("n", None))
         overrides = self._params(strategy_cls, search)
-        if seed is not None and "seed" not in overrides and "seed" in _fields(strategy_cls):
+        fields = _fields(strategy_cls)
+        if seed is not None and "seed" not in overrides and "seed" in fields:
             overrides["seed"] = _int("seed", seed, 0, MAX_SEED - 1)
         same = strategy_cls is type(self.session.strategy)
-        if same and not overrides and n == self.session.budget.n:
+        explicit = self._explicit(strategy_cls, same) | (set(overrides) & {"temperature", "top_p"})
+        harness = {k: float(v) for k, v in (("temperature", temperature or None), ("top_p", top_p))
+                   if v is not None and k not in explicit and k in fields}
+        if same and not overrides and not harness and n == self.session.budget.n:
             return Variant(("default",), self.session, domain)
-        key = (strategy_cls.name, tuple(sorted(overrides.items())), n)
+        key = (strategy_cls.name, tuple(sorted(overrides.items())), tuple(sorted(harness.items())), n)
         session = self._cache.get(key)
         if session is None:
-            session = self._build(strategy_cls, overrides, n, same)
+            session = self._build(strategy_cls, overrides, harness, n, same, explicit)
             self._cache[key] = session
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
@@ -180,19 +189,28 @@ class Variants:
             why = f"is not a setting of strategy {strategy_cls.name}" + (f" (did you mean {close[0]}?)" if close else "")
         return f"search.{key} {why}. Per-request settings for {strategy_cls.name}: {allowed}."
 
-    def _build(self, strategy_cls: Any, overrides: dict[str, Any], n: int, same: bool) -> SearchSession:
+    def _explicit(self, strategy_cls: Any, same: bool) -> set[str]:
+        """The sampling settings the server fixed for ``strategy_cls``."""
+        if same:
+            return set(self.session.explicit_sampling)
+        return {k for k in ("temperature", "top_p") if k in _changed_shared(self.session.strategy)}
+
+    def _build(self, strategy_cls: Any, overrides: dict[str, Any], harness: dict[str, Any], n: int, same: bool,
+               explicit: set[str]) -> SearchSession:
         base = self.session
         fields = _fields(strategy_cls)
         if same:
             values = {**dataclasses.asdict(base.strategy.params), **overrides}
-            explicit = set(base.explicit_sampling)
         else:
-            values = {**_changed_shared(base.strategy), **overrides}
-            values = {k: v for k, v in values.items() if k in fields}
-            explicit = {k for k in ("temperature", "top_p") if k in values}
-        explicit |= {k for k in ("temperature", "top_p") if k in overrides}
+            values = {k: v for k, v in {**_changed_shared(base.strategy), **overrides}.items() if k in fields}
         try:
-            strategy = strategy_cls(build_strategy_params(strategy_cls.Params, values))
+            try:
+                params = build_strategy_params(strategy_cls.Params, {**values, **harness})
+            except ValueError:
+                if not harness:
+                    raise
+                params = build_strategy_params(strategy_cls.Params, values)  # e.g. greedy fixes temperature 0
+            strategy = strategy_cls(params)
             check_prm(strategy, base.backends.prm is not None)
         except (TypeError, ValueError) as exc:
             raise bad_request(f"search settings rejected by strategy {strategy_cls.name}: {exc}", "search") from None
@@ -200,7 +218,7 @@ class Variants:
         config = {**base.config, "strategy": strategy_cls.name, "params": dataclasses.asdict(strategy.params),
                   "budget": dataclasses.asdict(budget)}
         return SearchSession(strategy=strategy, budget=budget, backends=base.backends, config=config,
-                             explicit_sampling=explicit)
+                             explicit_sampling=explicit | {"temperature", "top_p"})
 
 
 def _fields(strategy_cls: Any) -> dict[str, Any]:
