@@ -1,7 +1,7 @@
 """The real path: ``prm-plugin serve`` (the console script) on the shipped world's policy and
 PRM, driven by stock clients over loopback: the ``openai`` client, ``lm_eval --model
-local-completions`` (accuracy against ``lm_eval --model prm_guided`` with the same
-settings) and ``evalplus.evaluate --backend openai --base-url``."""
+local-completions`` and ``local-chat-completions`` (accuracy against ``lm_eval --model
+prm_guided`` with the same settings) and ``evalplus.evaluate --backend openai --base-url``."""
 
 from __future__ import annotations
 
@@ -96,11 +96,12 @@ def test_token_id_prompts_and_the_prm_question_of_a_templated_prompt(server):
     assert bad.status_code == 400 and "outside the policy's vocabulary" in bad.json()["error"]["message"]
 
 
-def _lm_eval(tmp: Path, model: str, model_args: str, env: dict[str, str], limit: int) -> dict[int, dict]:
+def _lm_eval(tmp: Path, model: str, model_args: str, env: dict[str, str], limit: int,
+             batch_size: int = 8) -> dict[int, dict]:
     out = tmp / model
     cmd = [str(BIN / "lm_eval"), "--model", model, "--model_args", model_args, "--tasks", "arith_prm",
            "--include_path", subprocess.check_output([str(BIN / "prm-plugin"), "task-path"], text=True).strip(),
-           "--apply_chat_template", "--limit", str(limit), "--batch_size", "8", "--output_path", str(out),
+           "--apply_chat_template", "--limit", str(limit), "--batch_size", str(batch_size), "--output_path", str(out),
            "--log_samples"]
     done = subprocess.run(cmd, cwd=tmp, env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env},
                           capture_output=True, text=True, timeout=900)
@@ -110,7 +111,7 @@ def _lm_eval(tmp: Path, model: str, model_args: str, env: dict[str, str], limit:
 
 
 @pytest.mark.slow
-def test_stock_lm_eval_local_completions_matches_prm_guided(server, tmp_path):
+def test_stock_lm_eval_api_models_match_prm_guided(server, tmp_path):
     limit = 24
     # lm-eval loads the tokenizer with AutoTokenizer, which (transformers 5) swaps the world's
     # character-level tokenizer for the one registered for its model type unless the folder
@@ -122,20 +123,24 @@ def test_stock_lm_eval_local_completions_matches_prm_guided(server, tmp_path):
     served = _lm_eval(tmp_path, "local-completions",
                       f"model=world,base_url={server}/v1/completions,tokenizer={tok},tokenizer_backend=huggingface",
                       {"OPENAI_API_KEY": KEY}, limit)
+    chat = _lm_eval(tmp_path, "local-chat-completions",
+                    f"model=world,base_url={server}/v1/chat/completions,num_concurrent=8",
+                    {"OPENAI_API_KEY": KEY}, limit, batch_size=1)  # chat requests go one per call, 8 at once
     p = world.paths()
     reference = _lm_eval(tmp_path, "prm_guided",
                          f"pretrained={p['policy']},prm={p['prm']},strategy=bon,n=4,temperature=0.5,seed=1234,"
                          "search_batch_size=8", {}, limit)
-    assert sorted(served) == sorted(reference) and len(served) == limit
-    acc_served = sum(s["acc"] for s in served.values()) / limit
     acc_reference = sum(s["acc"] for s in reference.values()) / limit
-    same = sum(served[d]["resps"][0][0] == reference[d]["resps"][0][0] for d in served)
-    print(f"\narith_prm, {limit} problems, bon n=4: served {acc_served:.3f}, prm_guided {acc_reference:.3f}, "
-          f"identical answers {same}/{limit}")
-    # lm-eval's local-completions sends seed=1234, the search seed; a problem's samples do not
-    # depend on its batch, so answers agree up to float noise between batch layouts
-    assert same >= 0.9 * limit
-    assert abs(acc_served - acc_reference) <= 0.1
+    for name, run in (("local-completions", served), ("local-chat-completions", chat)):
+        assert sorted(run) == sorted(reference) and len(run) == limit
+        acc = sum(s["acc"] for s in run.values()) / limit
+        same = sum(run[d]["resps"][0][0] == reference[d]["resps"][0][0] for d in run)
+        print(f"\narith_prm, {limit} problems, bon n=4: {name} {acc:.3f}, prm_guided {acc_reference:.3f}, "
+              f"identical answers {same}/{limit}")
+        # lm-eval's API models send seed=1234, the search seed; a problem's samples do not
+        # depend on its batch, so answers agree up to float noise between batch layouts
+        assert same >= 0.9 * limit
+        assert abs(acc - acc_reference) <= 0.1
 
 
 @pytest.mark.slow
