@@ -69,6 +69,26 @@ def test_clients_that_started_apart_merge_into_full_batches():
     assert [len(items) for _, items in run.batches] == [4, 8, 8, 4]
 
 
+def test_after_a_long_search_the_batcher_waits_longer_for_slow_clients():
+    """Clients that come back 10 ms apart after a 1 s search: the pause grows to 2% of the
+    search time (20 ms), so they share a batch; with the 5 ms pause alone each would go alone."""
+    run = Recorder(seconds=1.0)
+    batcher: Batcher[str, str] = Batcher(run, max_batch=8, wait_s=0.005, max_wait_s=0.005, max_queue=100)
+
+    async def client(i: int) -> None:
+        for r in range(2):
+            (pending,) = batcher.submit([("k", f"c{i}/{r}")])
+            await pending.future
+            await asyncio.sleep(0.01 * i)  # a slow client
+
+    async def work():
+        await asyncio.gather(*(client(i) for i in range(4)))
+
+    asyncio.run(_with(batcher, work))
+    assert [len(items) for _, items in run.batches] == [4, 4]
+    assert batcher.waits() == pytest.approx((0.02, 0.1), rel=0.2)
+
+
 def test_a_lone_item_waits_only_for_the_pause():
     run = Recorder()
     batcher: Batcher[str, str] = Batcher(run, max_batch=64, wait_s=0.05, max_queue=10)

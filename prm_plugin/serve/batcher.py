@@ -9,7 +9,10 @@ oldest item has waited ``max_wait_s`` for an idle worker. The batch runs on a si
 search thread (the models are not shared between threads); while it runs, new requests
 queue up and form the next one. Counting the pause from the end of the previous batch
 lets the clients it just answered come back in time to join the next one, so groups of
-clients that started apart merge instead of alternating in half-size batches.
+clients that started apart merge instead of alternating in half-size batches. Both waits
+grow with the previous batch's search time (at least ``PAUSE_SHARE`` and
+``MAX_WAIT_SHARE`` of it): when a search takes tens of seconds, waiting a second for the
+answered clients to return costs little and keeps the batches full.
 
 A request whose client disconnects is cancelled: still queued, it leaves the queue and
 frees its place; already in a running search, its result is dropped. A batch whose
@@ -29,6 +32,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
+
+#: Shares of the previous batch's search time the pause and the longest wait grow to.
+PAUSE_SHARE = 0.02
+MAX_WAIT_SHARE = 0.1
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -71,6 +78,7 @@ class Batcher(Generic[In, Out]):
         self.max_wait_s = max(wait_s, 10 * wait_s if max_wait_s is None else max_wait_s)
         self._last_arrival = 0.0
         self._idle_since = 0.0
+        self._last_run_s = 0.0
         self.max_queue = max_queue
         self._on_batch = on_batch
         self._queue: list[Pending[In, Out]] = []
@@ -149,18 +157,25 @@ class Batcher(Generic[In, Out]):
             now = time.monotonic()
             quiet = now - max(self._last_arrival, self._idle_since)
             waited = now - max(oldest.enqueued, self._idle_since)
-            if len(same) >= self.max_batch or quiet >= self.wait_s or waited >= self.max_wait_s:
+            pause, longest = self.waits()
+            if len(same) >= self.max_batch or quiet >= pause or waited >= longest:
                 batch = same[:self.max_batch]
                 taken = set(map(id, batch))
                 self._queue = [p for p in self._queue if id(p) not in taken]
                 return batch
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=min(self.wait_s - quiet, self.max_wait_s - waited))
+                await asyncio.wait_for(self._wakeup.wait(), timeout=min(pause - quiet, longest - waited))
         return []
+
+    def waits(self) -> tuple[float, float]:
+        """The pause that releases a batch and the longest wait, now."""
+        return (max(self.wait_s, PAUSE_SHARE * self._last_run_s),
+                max(self.max_wait_s, MAX_WAIT_SHARE * self._last_run_s))
 
     async def _execute(self, batch: list[Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
+        start = time.monotonic()
         self._running = len(batch)
         logger.debug("prm-plugin serve: a batch of %d (%d more queued)", len(batch), len(self._queue))
         if self._on_batch is not None:
@@ -171,6 +186,7 @@ class Batcher(Generic[In, Out]):
         finally:
             self._running = 0
             self._idle_since = time.monotonic()
+            self._last_run_s = self._idle_since - start
         for pending, outcome in zip(batch, outcomes, strict=True):
             if pending.future.done():  # cancelled by its client meanwhile
                 continue
