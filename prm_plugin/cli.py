@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "run EvalPlus codegen + evaluation with the prm_guided backend (fallback for the .pth hook)"),
     "lcb": ("prm_plugin.integrations.lcb_cli:main",
             "LiveCodeBench code generation with search: outputs in its format, pass@1 from the sandbox"),
+    "serve": ("prm_plugin.serve.cli:main", "serve the search over the OpenAI API (/v1/completions, /v1/chat/completions)"),
 }
 
 
