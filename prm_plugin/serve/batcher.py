@@ -69,7 +69,7 @@ class Batcher(Generic[In, Out]):
         on_batch: called on the event loop with each batch's size (metrics).
     """
 
-    def __init__(self, run: Callable[[Hashable, list[In]], Sequence[Out]], *, max_batch: int, wait_s: float,
+    def __init__(self, run: Callable[[Hashable, list[In]], Sequence[Out | BaseException]], *, max_batch: int, wait_s: float,
                  max_queue: int, max_wait_s: float | None = None,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self._run = run

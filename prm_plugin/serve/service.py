@@ -153,16 +153,23 @@ class SearchService:
             exc = failed[0]
             if isinstance(exc, ValueError):
                 raise bad_request(f"The search rejected this request: {exc}", None, "search_rejected")
-            raise APIError(500, f"The search failed: {type(exc).__name__}: {exc}", code="search_failed")
+            what = str(exc) if isinstance(exc, SearchFailed) else f"{type(exc).__name__}: {exc}"
+            raise APIError(500, f"The search failed: {what}", code="search_failed")
         return [o for o in outcomes if isinstance(o, Answer)]
 
-    def _run(self, key: Hashable, jobs: list[Job]) -> list[Answer]:
-        """One batch on the search thread."""
+    def _run(self, key: Hashable, jobs: list[Job]) -> list[Answer | BaseException]:
+        """One batch on the search thread. The session isolates per-problem faults (a
+        problem whose policy or PRM call failed comes back with ``error`` set); such a
+        problem's request fails alone, with the original error's type and message."""
         first = jobs[0]
         results = first.session.search([j.problem for j in jobs], sample=first.sample)
-        answers = []
+        answers: list[Answer | BaseException] = []
         for job, result in zip(jobs, results, strict=True):
             self.metrics.searched(result.cost)
+            if result.error is not None:
+                answers.append(SearchFailed(f"{result.error['type']}: {result.error['message']} "
+                                            f"(in the {result.error['where']})"))
+                continue
             text, stopped = cut_at_stop(result.text, job.problem.stop)
             answers.append(Answer(result, text, "stop" if stopped else _finish_reason(result, job.problem)))
         return answers
@@ -188,6 +195,10 @@ class SearchService:
                       "total_tokens": prompt_tokens + completion_tokens},
             "search": {**variant.describe(), "cost": _total([a.result.cost for a in answers])},
         }
+
+
+class SearchFailed(RuntimeError):
+    """One problem's search failed on a policy or PRM fault (the session isolated it)."""
 
 
 def _finish_reason(result: SearchResult, problem: Problem) -> str:
