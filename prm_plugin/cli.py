@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "run EvalPlus codegen + evaluation with the prm_guided backend (fallback for the .pth hook)"),
     "lcb": ("prm_plugin.integrations.lcb_cli:main",
             "LiveCodeBench code generation with search: outputs in its format, pass@1 from the sandbox"),
+    "calibrate": ("prm_plugin.calibrate:main",
+                  "measure accuracy and cost per strategy and budget on a dev set: the table `auto` chooses from"),
 }
 
 
