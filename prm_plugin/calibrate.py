@@ -17,6 +17,7 @@ in their format; the policy and PRM default to the world's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -74,7 +75,7 @@ def typed_params(name: str, raw: dict[str, str], temperature: float | None) -> d
 
     cls: Any = get_strategy(name)
     default = cls.Params()
-    params = dict(raw)
+    params: dict[str, Any] = dict(raw)
     if temperature is not None and "temperature" not in params and getattr(default, "temperature", 0) > 0:
         params["temperature"] = temperature
     built = params_from_kwargs(cls.Params, params)  # rejects unknown keys and bad values
@@ -113,10 +114,8 @@ def warm_up(name: str, params: dict[str, Any], n: int, sproblems: Sequence[Any],
     from prm_plugin.strategy import requires_prm
 
     strategy: Any = get_strategy(name)(**params)
-    try:
+    with contextlib.suppress(ValueError):  # a budget this strategy cannot take: the real run reports it
         strategy.search(list(sproblems), policy, prm if requires_prm(strategy) else None, Budget(n=n))
-    except ValueError:
-        pass  # the budget does not suit this strategy; the real run reports it
 
 
 def _write(out: str, meta: dict[str, Any], entries: list[dict[str, Any]], skipped: list[dict[str, Any]],
@@ -172,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=50, help="problems per search call (default 50)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policy", default=None, help="policy checkpoint (default: the world's)")
+    parser.add_argument("--policy-batch-size", type=int, default=512,
+                        help="rows the HF policy decodes together (default 512; changes speed, not samples)")
     parser.add_argument("--prm", default=None, help="PRM checkpoint (default: the world's)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the entries already in --out (same dev set) and measure only the rest")
@@ -198,11 +199,12 @@ def main(argv: Sequence[str]) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     problems = load_tasks(tasks, args.limit)
     sproblems = search_problems(build_tokenizer(), problems)
-    policy = HFPolicy.from_pretrained(args.policy or str(world.paths()["policy"]))
+    policy = HFPolicy.from_pretrained(args.policy or str(world.paths()["policy"]), batch_size=args.policy_batch_size)
     prm = load_prm(args.prm or str(world.paths()["prm"]))
     meta = {"command": "prm-plugin calibrate " + shlex.join([a for a in argv if a != "--resume"]),
             "dev_set": {"tasks": tasks, "problems": len(problems), "seed": args.seed, "batch": args.batch,
-                        "policy": args.policy or "world", "prm": args.prm or "world"}}
+                        "policy_batch_size": args.policy_batch_size, "policy": args.policy or "world",
+                        "prm": args.prm or "world"}}
     entries, skipped = _resumed(args.out, meta) if args.resume else ([], [])
     done = {(e["strategy"], json.dumps(e["params"], sort_keys=True), e["n"]) for e in entries + skipped}
     warm_up(items[0][0], items[0][1], min(budgets), sproblems[:2], policy, prm)

@@ -24,7 +24,7 @@ from prm_plugin.strategies.majority import MajorityVote
 from prm_plugin.strategy import SearchRun, SearchTree, params_from_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["beam", "bon", "greedy", "majority", "mcts"]
+BUILTINS = ["auto", "beam", "bon", "dvts", "greedy", "majority", "mcts", "particle_filter"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -50,7 +50,7 @@ def test_importing_strategies_does_not_import_torch() -> None:
             + "heavy = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
             + "assert not heavy, heavy\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=_env(PRM_PLUGIN_LOAD_PLUGINS="bon,beam,majority,mcts,greedy"), timeout=120)
+                         env=_env(PRM_PLUGIN_LOAD_PLUGINS=",".join(BUILTINS)), timeout=120)
     assert out.returncode == 0, out.stderr
 
 
