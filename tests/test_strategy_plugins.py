@@ -75,8 +75,9 @@ def test_third_party_strategy_is_listed_with_its_distribution(third_party_site: 
     out = subprocess.run([sys.executable, "-m", "prm_plugin.cli", "strategies"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "shortest  prm-plugin-shortest 0.1.0" in out.stdout
-    assert "bon" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines()]
+    assert ["shortest", "prm-plugin-shortest", "0.1.0"] in rows  # the column width follows the longest name
+    assert ["bon", "prm-plugin", "0.1.0"] in rows
 
 
 def test_third_party_strategy_runs_through_the_registry(third_party_site: Path) -> None:

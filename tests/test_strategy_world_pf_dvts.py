@@ -28,7 +28,8 @@ def setup() -> dict[str, Any]:
     return {
         "problems": problems,
         "search": search_problems(build_tokenizer(), problems),
-        "policy": HFPolicy.from_pretrained(str(world.paths()["policy"])),
+        # 512 rows per decode: twice as fast on CPU as the default, same samples (private row streams)
+        "policy": HFPolicy.from_pretrained(str(world.paths()["policy"]), batch_size=512),
         "prm": load_prm(str(world.paths()["prm"])),
         "acc": {},
     }
