@@ -87,6 +87,39 @@ def compare_auto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The README table: accuracy, generated tokens and seconds per problem at each budget."""
+    budgets = sorted({r["budget"] for r in rows if r["strategy"] != "greedy"})
+    head = "| strategy | " + " | ".join(f"n={b}: acc / gen tok / s" for b in budgets) + " |"
+    lines = [head, "|---" * (len(budgets) + 1) + "|"]
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        cells = []
+        for b in budgets:
+            want = 1 if strategy == "greedy" else b  # greedy ran once, at n = 1
+            r = next((r for r in rows if (r["strategy"], r["budget"]) == (strategy, want)), None)
+            cells.append("—" if r is None else f"{100 * r['accuracy']:.0f}% / {r['generated_tokens']:,.0f} / "
+                         f"{r['seconds_per_problem']:.2f}" + (f" ({'; '.join(r['chose'])})" if "chose" in r else ""))
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _save(path: Path, settings: dict[str, Any], rows: list[dict[str, Any]],
+          comparison: list[dict[str, Any]] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"settings": settings, "rows": rows, "auto_vs_best_fixed": comparison or compare_auto(rows)}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text())
+    if not isinstance(doc, dict) or doc.get("settings") != settings:
+        raise SystemExit(f"{path} holds rows measured with other settings ({doc.get('settings') if isinstance(doc, dict) else '?'}); "
+                         "drop --resume or pass another --out.")
+    return list(doc["rows"])
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
@@ -127,7 +160,9 @@ def main() -> None:
     parser.add_argument("--table", default=None, help="calibration table for auto (default: the shipped one)")
     parser.add_argument("--policy-batch-size", type=int, default=512,
                         help="rows the HF policy decodes together (default 512; changes speed, not samples)")
-    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in OUT/prm_plugin.strategies.json (same settings), run the rest")
+    parser.add_argument("--json", action="store_true", help="print rows and auto-vs-best as one JSON object")
     args = parser.parse_args()
 
 
@@ -144,11 +179,17 @@ def main() -> None:
     sproblems = search_problems(build_tokenizer(), problems)
     policy = HFPolicy.from_pretrained(str(folder / "policy"), batch_size=args.policy_batch_size)
     prm = load_prm(args.prm or str(folder / "prm"))
-    rows = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
+    out_file = args.out / "prm_plugin.strategies.json"
+    settings = {"limit": args.limit, "domain": args.domain, "seed": args.seed, "batch": args.batch,
+                "world": str(folder), "prm": args.prm, "table": args.table}
+    rows = _resumed(out_file, settings) if args.resume else []
+    budgets = [int(b) for b in args.budgets.split(",")]
+    for budget in budgets:
         for strategy in args.strategies.split(","):
-            if strategy == "greedy" and budget != int(args.budgets.split(",")[0]):
-                continue  # greedy has no budget: once is enough
+            n = 1 if strategy == "greedy" else budget
+            if (strategy == "greedy" and budget != budgets[0]) or any(
+                    (r["strategy"], r["budget"]) == (strategy, n) for r in rows):
+                continue  # greedy has no budget: once is enough; --resume keeps measured rows
             rows.append(run(strategy, budget, problems, sproblems, policy, prm, args.seed, args.batch, args.table))
             if not args.json:
                 r = rows[-1]
@@ -156,6 +197,7 @@ def main() -> None:
                       f"gen {r['generated_tokens']:8.0f}  prm {r['prm_tokens']:8.0f}  "
                       f"unique {r['unique_tokens']:8.0f}  {r['seconds_per_problem']:.3f} s/problem"
                       + (f"  chose {', '.join(r['chose'])}" if "chose" in r else ""), flush=True)
+            _save(out_file, settings, rows)  # a long run keeps what it measured
     comparison = compare_auto(rows)
     if args.json:
         print(json.dumps({"rows": rows, "auto_vs_best_fixed": comparison}))
@@ -163,9 +205,8 @@ def main() -> None:
     for c in comparison:
         print(f"auto at n={c['budget']}: {100 * c['auto']:.1f}% ({', '.join(c['chose'] or [])}); best fixed "
               f"{c['best_fixed']} {100 * c['best_accuracy']:.1f}%; gap {c['gap_points']:+.1f} points")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "prm_plugin.strategies.json").write_text(
-        json.dumps({"rows": rows, "auto_vs_best_fixed": comparison}, indent=2) + "\n")
+    _save(out_file, settings, rows, comparison)
+    print(markdown(rows))
     try:
         for path in plot(rows, args.out):
             print(f"plot: {path}")

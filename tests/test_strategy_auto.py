@@ -155,12 +155,14 @@ def test_model_info_records_the_choice(tmp_path: Path) -> None:
     assert other.config_fingerprint != lm.config_fingerprint
 
 
-def test_the_shipped_table_covers_the_benchmark_budgets() -> None:
+def test_the_shipped_table_is_complete_and_auto_picks_the_best_entry_per_budget() -> None:
     auto = Auto()
     table = auto.table()  # every entry's strategy and params are runnable
-    assert {e.n for e in table.entries} >= {1, 4, 16, 64}
-    assert table.meta["complete"] and table.meta["command"].startswith("prm-plugin calibrate --tasks arith_val")
-    for n in (1, 4, 16, 64):
+    command = table.meta["command"]
+    assert table.meta["complete"] and command.startswith("prm-plugin calibrate --tasks arith_val")
+    budgets = [int(b) for b in command.split("--budgets ")[1].split()[0].split(",")]
+    assert {e.n for e in table.entries} == set(budgets)  # every budget measured
+    for n in [*budgets, 4 * max(budgets)]:
         choice = auto.choose(Budget(n=n))
         eligible = [e for e in table.entries if e.n <= n]
-        assert choice.entry.accuracy == max(e.accuracy for e in eligible)
+        assert choice.entry.accuracy == max(e.accuracy for e in eligible) and choice.entry.n <= n
