@@ -189,7 +189,10 @@ def main(argv: Sequence[str]) -> int:
         raise SystemExit(f"prm-plugin calibrate: --budgets takes integers, got {args.budgets!r}.") from None
     if not budgets or min(budgets) < 1:
         raise SystemExit(f"prm-plugin calibrate: --budgets needs integers >= 1, got {args.budgets!r}.")
-    items = [(name, typed_params(name, raw, args.temperature)) for name, raw in expand_items(args.strategies)]
+    try:
+        items = [(name, typed_params(name, raw, args.temperature)) for name, raw in expand_items(args.strategies)]
+    except ValueError as exc:  # a malformed item or parameter, before any model loads
+        raise SystemExit(f"prm-plugin calibrate: --strategies: {exc}") from None
     from prm_plugin import world
     from prm_plugin.policy.hf import HFPolicy
     from prm_plugin.prm import load_prm
@@ -197,7 +200,10 @@ def main(argv: Sequence[str]) -> int:
     from prm_plugin.world.tokenizer import build_tokenizer
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    problems = load_tasks(tasks, args.limit)
+    try:
+        problems = load_tasks(tasks, args.limit)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"prm-plugin calibrate: --tasks: {exc}") from None
     sproblems = search_problems(build_tokenizer(), problems)
     policy = HFPolicy.from_pretrained(args.policy or str(world.paths()["policy"]), batch_size=args.policy_batch_size)
     prm = load_prm(args.prm or str(world.paths()["prm"]))

@@ -38,6 +38,21 @@ def test_temperature_goes_to_sampling_strategies_and_params_are_typed() -> None:
         typed_params("beam", {"beam_widht": "2"}, None)
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--strategies", "beam:beam_widht=2"], "--strategies: Unknown parameter 'beam_widht'.*Did you mean: beam_width"),
+    (["--strategies", "auto"], "--strategies: auto chooses from a calibration table"),
+    (["--tasks", "arith_vall"], "--tasks: Unknown task 'arith_vall': give a world set"),
+    (["--budgets", "4,x"], "--budgets takes integers"),
+    (["--budgets", "0,4"], "--budgets needs integers >= 1"),
+])
+def test_bad_arguments_are_refused_before_any_model_loads(args: list[str], message: str, tmp_path: Path) -> None:
+    base = {"--tasks": "arith_val", "--budgets": "4", "--strategies": "greedy", "--out": str(tmp_path / "t.json")}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    with pytest.raises(SystemExit, match=message):
+        main([x for pair in base.items() for x in pair])
+    assert not (tmp_path / "t.json").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (world.paths()["prm"] / "config.json").exists(), reason="the world has not been built")
 def test_a_small_calibration_on_the_world_writes_a_table_auto_reads(tmp_path: Path,
