@@ -77,6 +77,18 @@ def test_a_small_calibration_on_the_world_writes_a_table_auto_reads(tmp_path: Pa
 
     choice = Auto(table=str(out)).choose(Budget(n=4))
     assert choice.entry.accuracy == max(e.accuracy for e in table.entries)
+    # auto with the calibration's seed reruns the chosen entry exactly: same answers, same accuracy
+    from prm_plugin.policy.hf import HFPolicy
+    from prm_plugin.prm import load_prm
+    from prm_plugin.world.evaluate import search_problems
+    from prm_plugin.world.tokenizer import build_tokenizer
+
+    problems = world.load_set("arith_val")[:2]
+    results = Auto(table=str(out), seed=0).search(
+        search_problems(build_tokenizer(), problems), HFPolicy.from_pretrained(str(world.paths()["policy"])),
+        load_prm(str(world.paths()["prm"])), Budget(n=4))
+    assert {r.trace["auto"]["strategy"] for r in results} == {choice.entry.strategy}
+    assert sum(world.is_correct(p, r.text) for p, r in zip(problems, results, strict=True)) / 2 == choice.entry.accuracy
     # --resume keeps what was measured (and what was skipped) and adds only the new budget
     capsys.readouterr()
     assert main([*args[:3], "1,4,8", *args[4:], "--resume"]) == 0
