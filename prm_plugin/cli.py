@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lcb": ("prm_plugin.integrations.lcb_cli:main",
             "LiveCodeBench code generation with search: outputs in its format, pass@1 from the sandbox"),
     "serve": ("prm_plugin.serve.cli:main", "serve the search over the OpenAI API (/v1/completions, /v1/chat/completions)"),
+    "calibrate": ("prm_plugin.calibrate:main",
+                  "measure accuracy and cost per strategy and budget on a dev set: the table `auto` chooses from"),
 }
 
 

@@ -53,13 +53,18 @@ class FakePolicy:
         clock / seconds_per_call: advance a ``FakeClock`` on every call.
         rotate_by_seed: sample ``i`` takes choice ``(i + seed) % len`` (so calls with
             different seeds differ, as with a real policy); off, the seed is ignored.
+        distinct_repeats: the ``k``-th occurrence of a prefix in one call starts at choice
+            ``k * n`` (as the HF and vLLM policies draw more, different samples for a
+            repeated prefix); off, every occurrence gets the same proposals.
     """
 
     def __init__(
         self, tree: Mapping[str, Sequence[Choice]], *, delimiter: str = "\n\n",
         clock: FakeClock | None = None, seconds_per_call: float = 0.0, rotate_by_seed: bool = False,
+        distinct_repeats: bool = False,
     ) -> None:
         self.rotate_by_seed = rotate_by_seed
+        self.distinct_repeats = distinct_repeats
         self.tree = tree
         self.delimiter = delimiter
         self.clock = clock
@@ -75,14 +80,17 @@ class FakePolicy:
         if self.clock is not None:
             self.clock.advance(self.seconds_per_call)
         offset = (seed or 0) if self.rotate_by_seed else 0
-        return [
-            PrefixProposals(
-                tuple(self._sample(p, 0 if temperature == 0 else i + offset, stop, final_stop, max_tokens)
+        seen: dict[str, int] = {}
+        out = []
+        for p in prefixes:
+            first = seen.get(p, 0) * n if self.distinct_repeats else 0
+            seen[p] = seen.get(p, 0) + 1
+            out.append(PrefixProposals(
+                tuple(self._sample(p, 0 if temperature == 0 else first + i + offset, stop, final_stop, max_tokens)
                       for i in range(n)),
                 prefill_tokens=self.count_tokens(p),
-            )
-            for p in prefixes
-        ]
+            ))
+        return out
 
     def _sample(
         self, prefix: str, index: int, stop: Sequence[str], final_stop: Sequence[str], max_tokens: int

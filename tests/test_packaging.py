@@ -26,10 +26,12 @@ LAYOUT = {"prm_plugin": "prm_plugin", "strategies": "prm_plugin/strategies",
 CHECK = """
 import importlib.util, json, sys
 import prm_plugin, prm_plugin.strategies.bon, prm_plugin.trainers.aslaf, prm_plugin.task_configs as tasks
+from prm_plugin.calibration import load_table
 from pathlib import Path
 assert all(importlib.util.find_spec(name) is None for name in ("strategies", "trainers", "task_configs"))
 print(json.dumps({"strategy": prm_plugin.get_strategy("beam").__module__,
-                  "yaml": sorted(p.name for p in Path(tasks.path()).rglob("*.yaml"))}))
+                  "yaml": sorted(p.name for p in Path(tasks.path()).rglob("*.yaml")),
+                  "auto_table_entries": len(load_table().entries)}))
 """
 
 
@@ -97,6 +99,7 @@ def test_wheel_installs_one_namespace(source_copy: Path, tmp_path: Path) -> None
     got = _check_imports(python, tmp_path)
     assert got["strategy"] == "prm_plugin.strategies.beam"
     assert "arith_prm.yaml" in got["yaml"] and "math500_prm.yaml" in got["yaml"]  # type: ignore[operator]
+    assert "prm_plugin/tables/auto_world.json" in names and got["auto_table_entries"]  # auto's shipped table
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from prm_plugin.strategies.majority import MajorityVote
 from prm_plugin.strategy import SearchRun, SearchTree, params_from_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTINS = ["beam", "bon", "greedy", "majority", "mcts"]
+BUILTINS = ["auto", "beam", "bon", "dvts", "greedy", "majority", "mcts", "particle_filter"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -50,7 +50,7 @@ def test_importing_strategies_does_not_import_torch() -> None:
             + "heavy = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
             + "assert not heavy, heavy\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=_env(PRM_PLUGIN_LOAD_PLUGINS="bon,beam,majority,mcts,greedy"), timeout=120)
+                         env=_env(PRM_PLUGIN_LOAD_PLUGINS=",".join(BUILTINS)), timeout=120)
     assert out.returncode == 0, out.stderr
 
 
@@ -75,8 +75,9 @@ def test_third_party_strategy_is_listed_with_its_distribution(third_party_site: 
     out = subprocess.run([sys.executable, "-m", "prm_plugin.cli", "strategies"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "shortest  prm-plugin-shortest 0.1.0" in out.stdout
-    assert "bon" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines()]
+    assert ["shortest", "prm-plugin-shortest", "0.1.0"] in rows  # the column width follows the longest name
+    assert ["bon", "prm-plugin", "0.1.0"] in rows
 
 
 def test_third_party_strategy_runs_through_the_registry(third_party_site: Path) -> None:

@@ -251,6 +251,8 @@ class SearchSession:
             "prm": self.backends.prm_name, "prm_family": s.prm_family,
             "prm_step_separator": s.prm_step_separator, "prm_backend": s.prm_backend,
             "strategy": self.strategy_name,
+            # a strategy that decides per budget (auto) says what it chose
+            **({"strategy_choice": self.strategy.describe(self.budget)} if hasattr(self.strategy, "describe") else {}),
             "params": dataclasses.asdict(params) if is_params else repr(params),
             "budget": dataclasses.asdict(self.budget), "seed": getattr(params, "seed", None),
             "question_field": s.question_field, "domain": s.domain, "max_gen_toks": s.max_gen_toks,
