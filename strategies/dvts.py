@@ -96,8 +96,10 @@ class DVTS(Strategy):
             kids = run.expand([(i, heads[i][b]) for i, b in movers], m, round_index=step)
             run.score([(i, c) for (i, _), cs in zip(movers, kids, strict=True) for c in cs])
             for (i, b), cs in zip(movers, kids, strict=True):
+                if not cs:  # the prefix did not fit the policy's context: its problem stopped there
+                    continue
                 scores = [run.aggregate(i, c) for c in cs]
-                heads[i][b] = cs[min(range(len(cs)), key=lambda j: (-scores[j], cs[j]))]
+                heads[i][b] = cs[min(range(len(cs)), key=lambda j: _rank(scores[j], cs[j]))]
                 walks[i][b].append({"step": step, "children": cs, "scores": scores, "kept": heads[i][b]})
         return [self._result(run, i, heads[i], walks[i]) for i in range(len(problems))]
 
@@ -114,7 +116,7 @@ class DVTS(Strategy):
             return run.finish(i, [], None, {**trace, "nodes": tree.to_json()})
         scores = {k: run.aggregate(i, k) for k in nodes}
         pool = [k for k in nodes if tree.nodes[k].finished] or nodes
-        best = min(pool, key=lambda k: (-scores[k], k))
+        best = min(pool, key=lambda k: _rank(scores[k], k))
         answers: list[str | None] | None = None
         if self.params.final == "weighted_vote":
             key = get_answer_key(tree.problem.domain)
@@ -123,9 +125,15 @@ class DVTS(Strategy):
             groups = group_answers([answers[nodes.index(k)] for k in voters], key.equivalent)
             winner = elect(groups, [scores[k] for k in voters])
             if winner is not None:
-                best = min((voters[g] for g in groups[winner]), key=lambda k: (-scores[k], k))
+                best = min((voters[g] for g in groups[winner]), key=lambda k: _rank(scores[k], k))
         trace.update(leaves=heads, nodes=tree.to_json())
         return run.finish(i, nodes, nodes.index(best), trace, answers=answers)
+
+
+def _rank(score: float | None, node: int) -> tuple[bool, float, int]:
+    """Sort key: best score first, an unscorable node (None, ``on_overflow=skip``) after
+    every scored one, lowest node id on ties."""
+    return (score is None, -(score or 0.0), node)
 
 
 @prm_plugin.hookimpl

@@ -66,21 +66,29 @@ class ParticleFilterParams(StrategyParams):
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}.")
 
 
-def normalised_weights(scores: Sequence[float], transform: str, temperature: float) -> list[float]:
+def normalised_weights(scores: Sequence[float | None], transform: str, temperature: float) -> list[float]:
     """Particle weights from their aggregated PRM scores: a softmax of the log-weights.
+    A particle the PRM could not score (None: its input did not fit, ``on_overflow=skip``)
+    gets weight 0; when none could be scored, the weights are uniform.
 
     >>> [round(w, 4) for w in normalised_weights([0.8, 0.5, 0.2], "logit", 1.0)]
     [0.7619, 0.1905, 0.0476]
     >>> normalised_weights([0.6, 0.2], "prob", 1.0)
     [0.75, 0.25]
+    >>> normalised_weights([0.6, None], "prob", 1.0), normalised_weights([None, None], "prob", 1.0)
+    ([1.0, 0.0], [0.5, 0.5])
     """
-    clipped = [min(max(s, EPS), 1 - EPS) for s in scores]
-    if transform == "logit":
-        logs = [math.log(s / (1 - s)) / temperature for s in clipped]
-    else:
-        logs = [math.log(s) / temperature for s in clipped]
-    top = max(logs)
-    exps = [math.exp(x - top) for x in logs]
+    if all(s is None for s in scores):
+        return [1.0 / len(scores)] * len(scores)
+    logs: list[float | None] = []
+    for s in scores:
+        if s is None:
+            logs.append(None)
+            continue
+        c = min(max(s, EPS), 1 - EPS)
+        logs.append((math.log(c / (1 - c)) if transform == "logit" else math.log(c)) / temperature)
+    top = max(x for x in logs if x is not None)
+    exps = [0.0 if x is None else math.exp(x - top) for x in logs]
     total = sum(exps)
     return [e / total for e in exps]
 
@@ -140,7 +148,7 @@ class ParticleFilter(Strategy):
     ``softmax_j(t(aggregate(scores_j)) / T)`` with ``t = logit`` (or ``log`` for
     ``transform="prob"``) of its path's aggregated score (``aggregation``, default
     ``last``: the new step's score). Finished particles keep their path and therefore
-    their weight. While any particle is unfinished, the population is then resampled
+    their weight; a particle the PRM could not score (``on_overflow=skip``) has weight 0. While any particle is unfinished, the population is then resampled
     (systematic or multinomial, with ``random.Random(f"{seed}|{prompt}")`` per problem;
     only when the effective sample size is below ``ess_threshold * n`` if set). A
     problem stops when every particle finished, after ``max_steps`` rounds, or at a
@@ -173,9 +181,11 @@ class ParticleFilter(Strategy):
                 break
             movers = [(i, j) for i in live for j in self._unfinished(run, i, particles[i])]
             kids = run.expand([(i, particles[i][j]) for i, j in movers], 1, round_index=step)
-            for (i, j), (child,) in zip(movers, kids, strict=True):
-                particles[i][j] = child
-            run.score([(i, particles[i][j]) for i, j in movers])
+            moved = [(i, j) for (i, j), children in zip(movers, kids, strict=True) if children]
+            for (i, j), children in zip(movers, kids, strict=True):
+                if children:  # none: the prefix did not fit the policy's context and its problem stopped
+                    particles[i][j] = children[0]
+            run.score([(i, particles[i][j]) for i, j in moved])
             for i in live:
                 particles[i], record = self._resample(run, i, particles[i], rngs[i])
                 rounds[i].append({"step": step, **record})
@@ -186,7 +196,9 @@ class ParticleFilter(Strategy):
 
     def _weights(self, run: SearchRun, i: int, particles: list[int]) -> list[float]:
         p = self.params
-        return normalised_weights([run.aggregate(i, k) for k in particles], p.transform, p.weight_temperature)
+        # a particle still at the root (its prefix was skipped) has no score, as an unscorable one
+        scores = [run.aggregate(i, k) if k else None for k in particles]
+        return normalised_weights(scores, p.transform, p.weight_temperature)
 
     def _resample(
         self, run: SearchRun, i: int, particles: list[int], rng: random.Random
@@ -216,7 +228,8 @@ class ParticleFilter(Strategy):
         weights = self._weights(run, i, particles)
         mass: dict[int, float] = {}
         for k, w in zip(particles, weights, strict=True):
-            mass[k] = mass.get(k, 0.0) + w
+            if k:  # the root is no solution
+                mass[k] = mass.get(k, 0.0) + w
         nodes = list(mass)
         pool = [k for k in nodes if tree.nodes[k].finished] or nodes
         answers: list[str | None] | None = None

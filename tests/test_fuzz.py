@@ -41,7 +41,7 @@ from prm_plugin.strategy import params_from_kwargs
 EXAMPLES = int(os.environ.get("PRM_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REJECTED = (ValueError, TypeError, UnknownNameError)
-STRATEGIES = ("bon", "beam", "majority", "mcts", "greedy")
+STRATEGIES = ("bon", "beam", "majority", "mcts", "greedy", "particle_filter", "dvts")
 WORLD = pytest.mark.skipif(not (world.paths()["prm"] / "config.json").exists(), reason="the world has not been built")
 
 NASTY = ["", " ", "0", "-1", "1", "2", "3", "8", "nan", "inf", "-inf", "1e309", "true", "false", "none", "abc",
@@ -251,7 +251,7 @@ def _search_checks(name: str, params: Any, n: int, policy: Any = None, prm: Any 
             assert res.text == res.candidates[res.chosen].text("\n\n")
         scores = [c.score for c in res.candidates if c.score is not None]
         assert all(0.0 <= s <= 1.0 for s in scores)
-        if name in ("bon", "beam") and scores:  # never a silent wrong score: the chosen one is scored...
+        if name in ("bon", "beam", "dvts") and scores:  # never a silent wrong score: the chosen one is scored...
             assert res.chosen is not None and res.candidates[res.chosen].score is not None
         if name == "bon" and scores:  # ... and the best
             assert res.candidates[res.chosen].score == max(scores)
