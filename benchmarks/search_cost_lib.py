@@ -252,12 +252,13 @@ def build_shape_world(folder: Path, shape: str, *, seed: int = 0, step_tokens: f
                       solution_tokens: float = 400.0) -> Path:
     """Save a random-init policy and value-head PRM of ``shape`` with the world's tokenizer.
 
-    A random-init LM writes near-uniform characters, so "\\n\\n" (the step delimiter) and
-    EOS would be as rare or as common as any pair of characters. To give the search real
-    steps, one residual dimension is made constant (embedding column 0 = 1) and only the
-    output rows of "\\n", EOS and the other special tokens read it: P("\\n") is set so a
-    step lasts about ``step_tokens`` tokens, P(EOS) so a solution about ``solution_tokens``,
-    and the chat specials are never sampled. Everything else stays random.
+    A random-init LM writes near-uniform tokens, so "\\n\\n" (the step delimiter, one token
+    of the world's byte-level BPE) and EOS would be as rare or as common as any token. To
+    give the search real steps, one residual dimension is made constant (embedding column
+    0 = 1) and only the output rows of "\\n\\n", EOS, the other newline tokens and the
+    special tokens read it: P("\\n\\n") is set so a step lasts about ``step_tokens`` tokens,
+    P(EOS) so a solution about ``solution_tokens``, and the other newline tokens and chat
+    specials are never sampled. Everything else stays random.
     """
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -284,24 +285,24 @@ def build_shape_world(folder: Path, shape: str, *, seed: int = 0, step_tokens: f
 
 @torch.no_grad()
 def _steer(model: Any, tok: Any, step_tokens: float, solution_tokens: float) -> None:
-    """See ``build_shape_world``. Waiting for two "\\n" in a row at per-token probability p
-    takes (1 + p) / p^2 tokens; solve that for p."""
+    """See ``build_shape_world``: the step token at p = 1 / step_tokens per position (a
+    geometric wait), EOS at 1 / solution_tokens."""
     if step_tokens <= 2 or solution_tokens <= step_tokens:
         raise ValueError(f"Need 2 < step_tokens < solution_tokens; got {step_tokens}, {solution_tokens}.")
-    p = (1 + math.sqrt(1 + 4 * step_tokens)) / (2 * step_tokens)
-    q = 1 / solution_tokens
-    newline, eos = tok.convert_tokens_to_ids("\n"), tok.eos_token_id
-    special = set(tok.all_special_ids) - {eos}
-    plain = len(tok) - len(special) - 2  # the characters other than "\n" (EOS is special)
+    (step,) = tok("\n\n", add_special_tokens=False)["input_ids"]
+    p, q, eos = 1 / step_tokens, 1 / solution_tokens, tok.eos_token_id
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    banned = (set(tok.all_special_ids) - {eos}) | {k for k, t in enumerate(vocab) if "\u010a" in t and k != step}
+    plain = len(tok) - len(banned) - 2  # the tokens other than the step token and EOS
     model.get_input_embeddings().weight[:, 0] = 1.0
     ids = tok("Compute 12 + 7 - 3 from left to right.\n\n12 + 7 = 19", return_tensors="pt")["input_ids"]
     h0 = float(model.model(input_ids=ids).last_hidden_state[0, :, 0].mean())
     head = model.get_output_embeddings().weight
     head[:, 0] = 0.0
-    rest = 1 - p - q  # mass of the plain characters, each with logit ~0
-    head[newline, 0] = math.log(p * plain / rest) / h0
+    rest = 1 - p - q  # mass of the plain tokens, each with logit ~0
+    head[step, 0] = math.log(p * plain / rest) / h0
     head[eos, 0] = math.log(q * plain / rest) / h0
-    for k in special:
+    for k in banned:
         head[k, 0] = -30.0 / h0
 
 
