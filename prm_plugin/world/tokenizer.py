@@ -70,11 +70,12 @@ def _trained() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 def build_tokenizer() -> Any:
     """Train the world's BPE (deterministic) and return it as a ``Qwen2Tokenizer``."""
-    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+    from transformers.models.qwen2 import tokenization_qwen2
 
     vocab, merges = _trained()
-    tok = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token=IM_END, pad_token=PAD,
-                         bos_token=None, additional_special_tokens=[IM_START])
+    qwen2: Any = tokenization_qwen2.Qwen2Tokenizer  # its stubs type merges as strings; it takes pairs too
+    tok = qwen2(vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token=IM_END, pad_token=PAD,
+                bos_token=None, additional_special_tokens=[IM_START])
     tok.chat_template = CHAT_TEMPLATE
     tok.model_max_length = 512
     return tok
@@ -83,8 +84,11 @@ def build_tokenizer() -> Any:
 def _merges(bpe: Any) -> list[tuple[str, str]]:
     import json
 
-    merges = json.loads(bpe.to_str())["model"]["merges"]
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in merges]
+    pairs: list[tuple[str, str]] = []
+    for m in json.loads(bpe.to_str())["model"]["merges"]:
+        left, right = m.split(" ", 1) if isinstance(m, str) else m
+        pairs.append((left, right))
+    return pairs
 
 
 def load_tokenizer(path: Any = None) -> Any:
