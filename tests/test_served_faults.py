@@ -9,15 +9,13 @@ import logging
 from typing import Any
 
 import pytest
+from served_stub import Stub, running
 
-pytest.importorskip("httpx")
-
-from prm_plugin.policy.openai import OpenAIPolicy  # noqa: E402
-from prm_plugin.prm.served import ServedPooling, _spread_cached  # noqa: E402
-from prm_plugin.prm.vllm_pooling import Pooled, VLLMPoolingPRM  # noqa: E402
-from prm_plugin.search import PRMQuery  # noqa: E402
-from prm_plugin.served import JSONClient, ServerError  # noqa: E402
-from served_stub import Stub, running  # noqa: E402
+from prm_plugin.policy.openai import OpenAIPolicy
+from prm_plugin.prm.served import ServedPooling, _spread_cached
+from prm_plugin.prm.vllm_pooling import Pooled, VLLMPoolingPRM
+from prm_plugin.search import PRMQuery
+from prm_plugin.served import JSONClient, ServerError
 
 TAG = 7
 
@@ -115,9 +113,8 @@ def test_500s_until_the_last_retry_fail_with_the_server_named() -> None:
 
 @pytest.mark.parametrize(("fault", "expected"), [("garbage", "not a JSON object"), ("400", "HTTP 400")])
 def test_a_malformed_or_refused_reply_fails_at_once(fault: str, expected: str) -> None:
-    with running(Stub(completion, faults=[fault])) as stub:
-        with pytest.raises(ServerError, match=expected) as err:
-            policy(stub.url + "/v1").propose(["a s"], n=1, **KW)
+    with running(Stub(completion, faults=[fault])) as stub, pytest.raises(ServerError, match=expected) as err:
+        policy(stub.url + "/v1").propose(["a s"], n=1, **KW)
     assert stub.url in str(err.value) and len(stub.requests) == 1  # retrying cannot mend it
 
 
@@ -218,7 +215,7 @@ def test_served_prm_scores_as_the_in_process_layout_does() -> None:
     assert [s.scores for s in ours] == [s.scores for s in theirs] and ours[0].scores is not None
     assert [s.tokens for s in ours] == [prm.count_tokens(q) if q.steps else 0 for q in QUERIES]
     posts = [b for _, b in stub.requests]
-    assert [len(b["input"]) for b in posts[2:]] == [2, 1] and all(b["model"] == "prm" for b in posts)
+    assert len(posts) == 4 and {len(b["input"]) for b in posts} == {1, 2} and all(b["model"] == "prm" for b in posts)
     assert prm.engine.client.retries == 2  # type: ignore[attr-defined]
 
 
