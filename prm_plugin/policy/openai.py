@@ -208,7 +208,8 @@ class OpenAIPolicy:
         text = choice.get("text")
         if not isinstance(text, str):
             raise ServerError(f"The {self.client.name} sent a choice without text: {choice!r:.300}")
-        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        raw_usage = reply.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
         generated = usage.get("completion_tokens")
         n_tokens = generated if isinstance(generated, int) else self.count_tokens(text)
         prompt = usage.get("prompt_tokens")

@@ -81,7 +81,8 @@ class ServedPooling:
             if not isinstance(index, int) or not 0 <= index < len(batch) or not isinstance(data, list):
                 raise ServerError(f"The {self.client.name} sent a malformed pooled output: {item!r:.300}")
             rows[index] = data
-        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        raw_usage = reply.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
         details = usage.get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
         runs = _spread_cached([len(ids) for ids in batch], cached if isinstance(cached, int) else 0)
