@@ -99,7 +99,8 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def policy_url(paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with vllm_server(paths["policy"], tmp_path_factory.mktemp("logs") / "policy.log") as url:
+    with vllm_server(paths["policy"], tmp_path_factory.mktemp("logs") / "policy.log",
+                     "--enable-prompt-tokens-details") as url:  # usage reports prefix-cache hits
         yield url
 
 
@@ -154,8 +155,14 @@ def test_served_sampling_contract(policy_url: str, paths: dict[str, Path], probl
             assert prop.stop_reason in ("step", "final", "eos", "length") and 1 <= prop.n_tokens <= 24
             assert "\n\n" not in prop.text and (prop.stop_reason != "length" or prop.n_tokens == 24)
     assert any(p.stop_reason == "step" for g in first for p in g)
+    for prompt, group in zip(prompts, first, strict=True):
+        total = served.count_tokens(prompt)  # samples in flight together may each run the prompt
+        assert total <= group.prefill_tokens <= 4 * total
     again = served.propose(prompts, seed=11, **kw)
     assert [[p.text for p in g] for g in again] == [[p.text for p in g] for g in first]  # seeds reproduce
+    for prompt, group in zip(prompts, again, strict=True):  # every sample finds the prompt's full blocks cached
+        total = served.count_tokens(prompt)
+        assert group.prefill_tokens == 4 * (total - (total - 1) // 32 * 32) < 4 * total
     other = served.propose(prompts, seed=12, **kw)
     assert [[p.text for p in g] for g in other] != [[p.text for p in g] for g in first]
     (long,) = served.propose(["1 + 1 = 2. " * 200], n=2, stop=["\n\n"], max_tokens=16, temperature=0.0)
