@@ -18,7 +18,8 @@ Responder = Callable[[str, dict[str, Any]], dict[str, Any]]
 class Stub:
     """What the server does: ``faults`` are used up one per request (``"slow:<s>"``,
     ``"429"``, ``"500"``, ``"drop"``, ``"garbage"``, ``"400"``), then ``respond(path, body)``
-    answers. ``requests`` records ``(path, body)``."""
+    answers (an answer's ``"__status__"`` key sets its HTTP status). ``requests`` records
+    ``(path, body)``."""
 
     def __init__(self, respond: Responder, faults: list[str] | None = None, models: dict[str, Any] | None = None):
         self.respond, self.faults = respond, list(faults or [])
@@ -69,7 +70,8 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             if self.path.endswith("/models"):
                 self._send(200, json.dumps(stub.models).encode())
                 return
-            self._send(200, json.dumps(stub.respond(self.path, body)).encode())
+            answer = stub.respond(self.path, body)
+            self._send(int(answer.pop("__status__", 200)), json.dumps(answer).encode())
 
         def do_GET(self) -> None:
             self._serve({})

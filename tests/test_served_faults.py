@@ -250,3 +250,35 @@ def test_lm_eval_settings_for_served_models() -> None:
     assert settings.prm == "http://b:1" and not settings.wraps_lm_eval_model
     with pytest.raises(ValueError, match="give one of them"):
         ModelSettings(prm="/ckpt", prm_url="http://b:1")
+
+
+def test_a_failing_server_fails_only_its_problems_in_a_harness_run() -> None:
+    """``policy=openai`` built from model_args; the server fails every request for one
+    problem: that problem is recorded with an error naming the server, the others answer."""
+    from lm_eval_fakes import ArithPRM
+
+    from prm_plugin import world
+    from prm_plugin.integrations.search_session import SearchSession
+    from prm_plugin.search import Problem
+
+    def arith(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if "5 + 6" in body["prompt"]:
+            return {"__status__": 503, "error": {"message": "overloaded"}}
+        a, b = (int(x) for x in body["prompt"].split("What is ")[1].split("?")[0].split(" + "))
+        text = f"{a} + {b} = {a + b}"
+        return {"choices": [{"index": 0, "text": text, "finish_reason": "stop", "stop_reason": None}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7}}
+
+    problems = [Problem(prompt=f"Q: What is {a} + {b}?\nA:", question=f"What is {a} + {b}?", uid=f"p{k}")
+                for k, (a, b) in enumerate([(1, 2), (5, 6), (7, 8)])]
+    with running(Stub(arith)) as stub:
+        args = {"policy": "openai", "base_url": stub.url + "/v1", "pretrained": "stub-model",
+                "tokenizer": str(world.paths()["policy"]), "strategy": "bon", "n": "2",
+                "policy.max_retries": "1", "policy.backoff": "0.01", "policy.max_model_len": "4096"}
+        session = SearchSession.build(args, harness="test", prm=ArithPRM())
+        got = session.search(problems)
+    assert [r.text for r in got] == ["1 + 2 = 3", "", "7 + 8 = 15"]
+    assert got[0].cost.policy_generated_tokens == 14 and got[0].cost.policy_prefill_tokens == 10
+    error = got[1].error
+    assert error is not None and error["where"] == "policy" and error["type"] == "ServerError"
+    assert f"{stub.url}/v1/completions" in error["message"] and "HTTP 503" in error["message"]
