@@ -236,6 +236,15 @@ def test_served_prm_names_a_server_pooling_the_wrong_positions() -> None:
         served_prm(stub.url).score(QUERIES[:1])
 
 
+def test_a_served_prm_needs_a_local_copy_of_its_checkpoint() -> None:
+    from prm_plugin.prm import load_prm
+
+    models = {"object": "list", "data": [{"id": "Qwen/Qwen2.5-Math-PRM-7B", "max_model_len": 4096}]}
+    with running(Stub(pooling, models=models)) as stub, pytest.raises(ValueError, match="prm_tokenizer="):
+        load_prm(stub.url + "/v1")
+    assert [path for path, _ in stub.requests] == ["/v1/models"]
+
+
 def test_cached_tokens_are_spread_over_a_requests_sequences() -> None:
     assert _spread_cached([10, 30], 20) == [5, 15]
     assert _spread_cached([3, 3], 0) == [3, 3] and sum(_spread_cached([7, 5, 1], 9)) == 4

@@ -187,6 +187,8 @@ def test_served_prm_matches_the_hf_scorer(prm_url: str, paths: dict[str, Path], 
         assert (a.overflow, a.cut_tokens) == (b.overflow, b.cut_tokens)
         assert a.tokens == hf.count_tokens(q) or a.overflow == "truncated"
     assert ours[-1].overflow == "truncated"
+    by_name = load_prm(prm_url)  # the served name is the exported folder: its layout is read from there
+    assert by_name.score(queries[:2]) == ours[:2]
 
 
 def test_lm_eval_prm_guided_on_served_models(policy_url: str, prm_url: str, paths: dict[str, Path],
