@@ -99,8 +99,10 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def policy_url(paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # usage reports prefix-cache hits; on vLLM 0.32's CPU runner a seeded request prefilled in
+    # chunks crashes the engine ("CPU Generator does not use offset"), and every request is seeded
     with vllm_server(paths["policy"], tmp_path_factory.mktemp("logs") / "policy.log",
-                     "--enable-prompt-tokens-details") as url:  # usage reports prefix-cache hits
+                     "--enable-prompt-tokens-details", "--no-enable-chunked-prefill") as url:
         yield url
 
 
@@ -167,6 +169,18 @@ def test_served_sampling_contract(policy_url: str, paths: dict[str, Path], probl
     assert [[p.text for p in g] for g in other] != [[p.text for p in g] for g in first]
     (long,) = served.propose(["1 + 1 = 2. " * 200], n=2, stop=["\n\n"], max_tokens=16, temperature=0.0)
     assert long.overflow == "truncated" and long.cut_tokens > 0 and len(long) == 2
+
+
+def test_many_long_seeded_prompts_at_once(policy_url: str, paths: dict[str, Path]) -> None:
+    """More prompt tokens in flight than one scheduler step takes (see the policy server's flags)."""
+    from prm_plugin.policy.openai import OpenAIPolicy
+
+    served = OpenAIPolicy.from_settings(policy_url + "/v1", str(paths["policy"]), concurrency=64)
+    prompts = [f"Compute {k} + 7 - 3 + 12 - 5 + 9 from left to right. " * 6 for k in range(64)]
+    kw: dict[str, Any] = dict(n=4, stop=["\n\n"], max_tokens=8, temperature=0.5, seed=3)
+    first = served.propose(prompts, **kw)
+    assert [len(g) for g in first] == [4] * 64
+    assert [[p.text for p in g] for g in served.propose(prompts, **kw)] == [[p.text for p in g] for g in first]
 
 
 def test_served_prm_matches_the_hf_scorer(prm_url: str, paths: dict[str, Path], problems: list[Any]) -> None:
