@@ -101,6 +101,18 @@ def test_policy_contract_on_real_vllm(vllm_policy: Any, problems: list[Any]) -> 
     assert capped[0][0].stop_reason == "length" and capped[0][0].n_tokens == 3
 
 
+def test_many_long_seeded_prompts_in_one_call(vllm_policy: Any) -> None:
+    """More prompt tokens than one scheduler step takes: with chunked prefill, vLLM 0.32's CPU
+    runner crashes on seeded requests ("CPU Generator does not use offset"); VLLMPolicy turns
+    chunked prefill off on the CPU platform."""
+    assert vllm_policy.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+    prompts = [f"Compute {k} + 7 - 3 + 12 - 5 + 9 from left to right. " * 6 for k in range(64)]
+    kw: dict[str, Any] = dict(n=4, stop=["\n\n"], max_tokens=8, temperature=0.5, seed=3)
+    first = vllm_policy.propose(prompts, **kw)
+    assert [len(g) for g in first] == [4] * 64
+    assert [[p.text for p in g] for g in vllm_policy.propose(prompts, **kw)] == [[p.text for p in g] for g in first]
+
+
 def test_greedy_matches_the_hf_policy_on_the_world(vllm_policy: Any, paths: dict[str, Path],
                                                    problems: list[Any]) -> None:
     from prm_plugin.policy.hf import HFPolicy

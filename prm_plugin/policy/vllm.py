@@ -60,6 +60,14 @@ INSTALL_HINT = "VLLMPolicy needs vLLM, which is not installed: pip install 'prm-
 _SEED_SPACE = 1 << 62
 
 
+def _on_cpu_platform() -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:  # a vLLM without the platforms module (or a test double)
+        return False
+    return bool(getattr(current_platform, "is_cpu", lambda: False)())
+
+
 def _import_vllm() -> Any:
     try:
         import vllm
@@ -111,9 +119,15 @@ class VLLMPolicy:
             enable_prefix_caching: keep on unless measuring without reuse.
             on_overflow: see the class.
             **llm_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``,
-                ``gpu_memory_utilization``, ``max_model_len``, ``seed``, ...).
+                ``gpu_memory_utilization``, ``max_model_len``, ``seed``, ...). On vLLM's
+                CPU platform ``enable_chunked_prefill`` defaults to False: there, a seeded
+                request whose prompt is prefilled in chunks crashes the engine
+                (``RuntimeError: CPU Generator does not use offset``, vLLM 0.32), and every
+                request of this policy is seeded.
         """
         vllm = _import_vllm()
+        if "enable_chunked_prefill" not in llm_kwargs and _on_cpu_platform():
+            llm_kwargs["enable_chunked_prefill"] = False
         if device not in (None, "cuda", "cpu", "auto"):
             raise ValueError(
                 f"device={device!r}: vLLM chooses its GPUs itself; select them with "

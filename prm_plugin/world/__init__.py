@@ -14,7 +14,7 @@ from prm_plugin.world.grading import is_correct, true_step_labels
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SETS = ("arith_test", "arith_val", "codelike_test")
-WORLD_VERSION = 2
+WORLD_VERSION = 3  # 3: byte-level BPE tokenizer in the Qwen2 format, head_dim 32 (vLLM-compatible)
 
 
 def paths() -> dict[str, Path]:

@@ -99,9 +99,14 @@ def build_world(out: Path, cfg: BuildConfig, log: Any = print, resume: bool = Fa
 
         log(f"[world] 1/4 reusing the policy in {out / 'policy'} (--resume)")
         policy = HFPolicy.from_pretrained(str(out / "policy"), batch_size=256)
+        timings["policy_reused"] = 1.0
+        sft = out / "policy_sft_seconds.txt"
+        if sft.is_file():
+            timings["policy_sft_s"] = float(sft.read_text())
     else:
         log("[world] 1/4 training the policy (TRL SFT)")
         policy = _train_policy(out / "policy", tokenizer, cfg, held_out)
+        (out / "policy_sft_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
     timings["policy_s"] = time.perf_counter() - t0
 
     log("[world] 2/4 Monte-Carlo labelling with consensus filtering")
@@ -114,7 +119,8 @@ def build_world(out: Path, cfg: BuildConfig, log: Any = print, resume: bool = Fa
 
     log("[world] 4/4 evaluating")
     figures = _evaluate(out, tokenizer, sets, cfg)
-    timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
+    timings["eval_s"] = time.perf_counter() - t0 - sum(v for k, v in timings.items() if k.endswith("_s")
+                                                       and k != "policy_sft_s")
     timings["total_s"] = time.perf_counter() - t0
     report = {"figures": figures, "labels": label_report, "timings": timings,
               "config": _jsonable(asdict(cfg))}

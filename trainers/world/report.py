@@ -53,7 +53,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"| {name} | {q['solutions']} | {q['step_accuracy']:.3f} | {q['first_error_accuracy']:.3f} "
             f"| {q['false_correct']} | {q['false_wrong']} |"
         )
-    lines += ["", f"Build time: {t['total_s'] / 60:.1f} min (policy {t['policy_s']:.0f} s, labels "
+    policy = (f"policy reused (--resume; its SFT took {t['policy_sft_s']:.0f} s)" if t.get("policy_reused")
+              else f"policy {t['policy_s']:.0f} s")
+    lines += ["", f"Build time: {t['total_s'] / 60:.1f} min ({policy}, labels "
               f"{t['labels_s']:.0f} s, PRM {t['prm_s']:.0f} s, evaluation {t['eval_s']:.0f} s)."]
     return "\n".join(lines)
 
