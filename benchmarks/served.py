@@ -6,7 +6,7 @@ Start the servers first (README, "Scaling out: served models"), then, in the vLL
 virtualenv::
 
     python benchmarks/served.py --policy-url http://127.0.0.1:8000/v1 --prm-url http://127.0.0.1:8001 \\
-        --world /path/to/world --prm-tc /path/to/exported/prm --limit 20 [--arms hf,vllm,served]
+        --prm-tc /path/to/exported/prm --limit 20 [--world DIR] [--arms hf,vllm,served]
 
 Prints accuracy, mean policy tokens (prefilled + generated), mean PRM tokens and search
 seconds per problem for each arm. ``vllm`` and ``served`` draw the same samples (the served
@@ -61,9 +61,16 @@ def run(arm: str, a: argparse.Namespace, world: Path) -> dict[str, Any]:
             "wall_s_with_startup": wall, "answers": answers}
 
 
+def world_assets() -> Path:
+    from prm_plugin import world
+
+    return world.paths()["policy"].parent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", type=Path, required=True, help="world folder (policy/, arith_test.jsonl)")
+    parser.add_argument("--world", type=Path, default=world_assets(),
+                        help="world folder (policy/, arith_test.jsonl); default: the shipped world")
     parser.add_argument("--prm-tc", type=Path, required=True, help="the world PRM exported as token_classification")
     parser.add_argument("--policy-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--prm-url", default="http://127.0.0.1:8001")
