@@ -1,6 +1,7 @@
 """The policy, PRM, tokenizer and loglikelihood scorer behind ``prm_guided``.
 
-``policy=hf`` / ``policy=vllm`` use this package's policies; any other name is an
+``policy=hf`` / ``policy=vllm`` / ``policy=openai`` use this package's policies (the last
+one any OpenAI-compatible completions server); any other name is an
 lm-eval model, built like ``--model <name>`` would build it and wrapped by
 ``LMEvalPolicy``. Loglikelihood requests go to an lm-eval model: the wrapped one, or
 for ``policy=hf`` an ``HFLM`` over the policy's own model and tokenizer (no second
@@ -131,6 +132,8 @@ def build_backends(
         policy, policy_name = _hf_policy(settings, native), "hf"
     elif settings.policy == "vllm":
         policy, policy_name = _vllm_policy(settings, native), "vllm"
+    elif settings.policy == "openai":
+        policy, policy_name = _openai_policy(settings, native), "openai"
     else:
         if settings.on_overflow != "truncate":
             logger.warning("prm_guided: on_overflow=%s applies to the PRM only: the lm-eval model %s handles "
@@ -197,6 +200,17 @@ def _vllm_policy(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
     return VLLMPolicy.from_pretrained(settings.pretrained, device=_device(settings), dtype=settings.dtype, **kwargs)
 
 
+def _openai_policy(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
+    if not settings.pretrained:
+        raise ValueError("policy=openai needs pretrained=<the served model's name> in model_args.")
+    if not settings.base_url:
+        raise ValueError("policy=openai needs base_url=<the server's API root, e.g. http://127.0.0.1:8000/v1>.")
+    from prm_plugin.policy.openai import OpenAIPolicy
+
+    return OpenAIPolicy.from_settings(settings.base_url, settings.pretrained, tokenizer=settings.tokenizer,
+                                      api_key=settings.api_key, **kwargs)
+
+
 def _lm_eval_model(settings: ModelSettings, passthrough: dict[str, Any]) -> Any:
     from lm_eval.api.registry import get_model
 
@@ -220,10 +234,14 @@ def _lm_eval_model(settings: ModelSettings, passthrough: dict[str, Any]) -> Any:
 
 
 def _load_prm(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
-    from prm_plugin.prm import load_prm
+    from prm_plugin.prm.load import is_url, load_prm
 
     assert settings.prm is not None
     try:
+        if is_url(settings.prm):  # a vLLM server's /pooling endpoint
+            return load_prm(settings.prm, family=settings.prm_family, step_separator=settings.prm_step_separator,
+                            **{"on_overflow": settings.on_overflow, "tokenizer": settings.prm_tokenizer,
+                               "api_key": settings.api_key, **kwargs})
         if settings.prm_backend == "vllm":  # vLLM places the model itself
             return load_prm(settings.prm, family=settings.prm_family, dtype=settings.dtype,
                             step_separator=settings.prm_step_separator, backend="vllm", **kwargs)

@@ -29,7 +29,7 @@ from prm_plugin.search import check_overflow_policy
 from prm_plugin.strategy import params_from_kwargs
 
 #: Policies implemented by this package; any other name is an lm-eval model.
-NATIVE_POLICIES = ("hf", "vllm")
+NATIVE_POLICIES = ("hf", "vllm", "openai")
 #: Keys lm-eval adds to every model's args (``--batch_size``, ``--device``, ...).
 HARNESS_KEYS = ("batch_size", "max_batch_size", "device")
 
@@ -39,10 +39,23 @@ class ModelSettings:
     """The ``prm_guided`` model's own ``model_args``.
 
     Attributes:
-        policy: ``hf`` (this package's HF policy), ``vllm``, or any registered lm-eval
-            model name, which is wrapped and receives the remaining model_args.
-        pretrained: the policy model (path or Hub id).
-        prm: the PRM checkpoint (path or Hub id); its family is auto-detected.
+        policy: ``hf`` (this package's HF policy), ``vllm``, ``openai`` (any
+            OpenAI-compatible completions server: ``prm_plugin.policy.openai``), or any
+            registered lm-eval model name, which is wrapped and receives the remaining
+            model_args.
+        pretrained: the policy model (path or Hub id); with ``policy=openai``, the served
+            model's name.
+        base_url: ``policy=openai``: the server's API root (``http://host:8000/v1``);
+            several replicas separated by ``|`` share the requests round-robin.
+        api_key: ``policy=openai`` / a served PRM: default ``$OPENAI_API_KEY``.
+        tokenizer: ``policy=openai``: a local path (or Hub id) of the policy's tokenizer,
+            for token counts and context checks (default ``pretrained``).
+        prm: the PRM checkpoint (path or Hub id); its family is auto-detected. An
+            ``http(s)://`` URL is a vLLM server's ``/pooling`` endpoint (``prm_plugin.prm.served``).
+        prm_url: the same as ``prm=<URL>``.
+        prm_tokenizer: a served PRM: a local copy of its checkpoint (config,
+            ``prm_config.json``, tokenizer) to lay out its inputs (default: the served
+            model's name, when that is a local folder).
         prm_family: force a PRM family instead of auto-detection.
         prm_step_separator: override the PRM's step separator (checked by ``load_prm``).
         prm_backend: ``hf`` (in-process) or ``vllm`` (vLLM's pooling runner, for
@@ -71,7 +84,12 @@ class ModelSettings:
 
     policy: str = "hf"
     pretrained: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    tokenizer: str | None = None
     prm: str | None = None
+    prm_url: str | None = None
+    prm_tokenizer: str | None = None
     prm_family: str | None = None
     prm_step_separator: str | None = None
     prm_backend: str = "hf"
@@ -100,6 +118,13 @@ class ModelSettings:
         if self.prm_backend not in ("hf", "vllm"):
             raise ValueError(f"prm_backend={self.prm_backend!r}: choose hf (in-process) or vllm (pooling runner).")
         check_overflow_policy(self.on_overflow)
+        if self.prm_url:
+            if self.prm and self.prm != self.prm_url:
+                raise ValueError(f"prm={self.prm} and prm_url={self.prm_url}: give one of them.")
+            self.prm = self.prm_url
+        if self.policy == "openai" and not self.base_url:
+            raise ValueError("policy=openai needs base_url=<the server's API root, e.g. http://127.0.0.1:8000/v1> "
+                             "(several replicas separated by '|').")
         if self.policy == "prm_guided":
             raise ValueError("policy=prm_guided would wrap itself; choose hf, vllm or another lm-eval model.")
 

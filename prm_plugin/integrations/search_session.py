@@ -260,7 +260,10 @@ class SearchSession:
             "device": s.device, "dtype": s.dtype,
             "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
             "wrapped_model_args": split.passthrough,
-            "checkpoints": {"pretrained": checkpoint_stamp(s.pretrained), "prm": checkpoint_stamp(s.prm)},
+            "tokenizer": s.tokenizer, "prm_tokenizer": s.prm_tokenizer,
+            "checkpoints": {"pretrained": checkpoint_stamp(s.pretrained), "prm": checkpoint_stamp(s.prm),
+                            "tokenizer": checkpoint_stamp(s.tokenizer),
+                            "prm_tokenizer": checkpoint_stamp(s.prm_tokenizer)},
         }
 
 

@@ -1,6 +1,7 @@
 """Proposal backends. Heavy backends are imported lazily: ``prm_plugin.policy.hf``
-needs torch and transformers, ``prm_plugin.policy.vllm`` needs the ``vllm`` extra, and
-neither is imported until ``HFPolicy`` / ``VLLMPolicy`` is first used."""
+needs torch and transformers, ``prm_plugin.policy.vllm`` needs the ``vllm`` extra,
+``prm_plugin.policy.openai`` (a served model) the ``served`` extra, and none is imported
+until ``HFPolicy`` / ``VLLMPolicy`` / ``OpenAIPolicy`` is first used."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Any
 
 from prm_plugin.policy.base import Policy
 
-_LAZY = {"HFPolicy": "prm_plugin.policy.hf", "VLLMPolicy": "prm_plugin.policy.vllm"}
+_LAZY = {"HFPolicy": "prm_plugin.policy.hf", "VLLMPolicy": "prm_plugin.policy.vllm",
+         "OpenAIPolicy": "prm_plugin.policy.openai"}
 
-__all__ = ["HFPolicy", "Policy", "VLLMPolicy"]
+__all__ = ["HFPolicy", "OpenAIPolicy", "Policy", "VLLMPolicy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,8 +9,13 @@ import torch
 from prm_plugin.prm.base import RewardModel
 from prm_plugin.prm.checkpoint import HUB_OPTIONS, CheckpointInfo, read_checkpoint
 
-#: Where a PRM runs: in-process transformers, or vLLM's pooling runner.
-BACKENDS = ("hf", "vllm")
+#: Where a PRM runs: in-process transformers, vLLM's pooling runner, or a vLLM server.
+BACKENDS = ("hf", "vllm", "served")
+
+
+def is_url(path: str) -> bool:
+    """Whether ``load_prm`` takes ``path`` for a served PRM (``http://`` or ``https://``)."""
+    return path.strip().startswith(("http://", "https://"))
 
 
 def load_prm(
@@ -37,7 +42,11 @@ def load_prm(
         batch_size: rows per forward pass.
         backend: ``"hf"`` (in-process transformers scorer with a prefix KV cache) or
             ``"vllm"`` (vLLM's pooling runner, for ``token_classification`` checkpoints;
-            ``prm_plugin.prm.vllm_pooling``; ``**overrides`` then go to ``vllm.LLM``).
+            ``prm_plugin.prm.vllm_pooling``; ``**overrides`` then go to ``vllm.LLM``), or
+            ``"served"``: a vLLM server's ``/pooling`` endpoint, chosen by itself when
+            ``path_or_hub_id`` is an ``http(s)://`` URL (``prm_plugin.prm.served``;
+            ``**overrides`` go to ``load_served_prm``: ``tokenizer=`` a local copy of the
+            checkpoint, ``model``, ``api_key``, ``max_retries``, ...).
         **overrides: ``max_batch_tokens`` (padded positions per forward pass),
             ``cache_bytes`` (prefix KV cache budget; 0 = off), ``on_overflow``
             (``truncate`` | ``skip`` | ``error``: inputs longer than the PRM's context;
@@ -62,6 +71,14 @@ def load_prm(
 
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: choose one of {', '.join(BACKENDS)}.")
+    if is_url(path_or_hub_id) or backend == "served":
+        from prm_plugin.prm.served import load_served_prm
+
+        if not is_url(path_or_hub_id):
+            raise ValueError(f"backend='served' takes the server's URL (http://host:port), not {path_or_hub_id!r}.")
+        if family not in (None, "token_classification"):
+            raise ValueError(f"A served PRM is a token_classification PRM on vLLM's pooling runner, not {family!r}.")
+        return load_served_prm(path_or_hub_id, step_separator=step_separator, batch_size=batch_size, **overrides)
     hub = {k: overrides[k] for k in HUB_OPTIONS if k in overrides}
     info = read_checkpoint(path_or_hub_id, hub)
     if backend == "vllm":
