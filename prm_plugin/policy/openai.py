@@ -48,14 +48,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from prm_plugin.policy._context import Fit, fit_prefix
+from prm_plugin.policy._per_sample import fit_text, plan_requests
 from prm_plugin.policy._request import StopSet, check_request, token_caps
-from prm_plugin.policy._sampling import fresh_seed, row_seed
 from prm_plugin.search import PrefixProposals, Proposal, check_overflow_policy
 from prm_plugin.served import JSONClient, ServerError, served_context
 
 logger = logging.getLogger(__name__)
-_SEED_SPACE = 1 << 62
 _VLLM_OPTIONS = {"skip_special_tokens": False, "spaces_between_special_tokens": False}
 
 
@@ -144,50 +142,12 @@ class OpenAIPolicy:
         if not prefixes:
             return []
         caps = token_caps(max_tokens, len(prefixes))
-        fits = [self._fit(text, cap, i) for i, (text, cap) in enumerate(zip(prefixes, caps, strict=True))]
-        base = fresh_seed() if seed is None else seed
-        greedy = temperature == 0
-        bodies: list[dict[str, Any]] = []
-        requests_of: list[list[int] | None] = []
-        occurrences: dict[str, int] = {}
-        greedy_request: dict[tuple[str, int], int] = {}
-        for text, cap, fit in zip(prefixes, caps, fits, strict=True):
-            if fit.skipped:
-                requests_of.append(None)
-                continue
-            cap = min(cap, fit.cap)
-            k = occurrences.get(text, 0)
-            occurrences[text] = k + 1
-            if greedy and (text, cap) in greedy_request:
-                requests_of.append([greedy_request[text, cap]])
-                continue
-            greedy_request.setdefault((text, cap), len(bodies))
-            first = row_seed(base, text, 0) % _SEED_SPACE + k * n
-            requests_of.append(list(range(len(bodies), len(bodies) + (1 if greedy else n))))
-            for j in range(1 if greedy else n):  # the seeds VLLMPolicy gives its requests
-                bodies.append(self._body(fit.ids if fit.cut else text, stops, cap, temperature, top_p, first + j))
+        fits = [fit_text(self.tokenizer, text, cap, self.max_length, self.on_overflow, i)
+                for i, (text, cap) in enumerate(zip(prefixes, caps, strict=True))]
+        plan = plan_requests(prefixes, caps, fits, n=n, temperature=temperature, seed=seed)
+        bodies = [self._body(r.prompt, stops, r.cap, temperature, top_p, r.seed) for r in plan.requests]
         replies = self.client.post_many("/completions", bodies)
-        samples = [self._sample(reply, stops) for reply in replies]
-        charged: set[int] = set()
-        result = []
-        for requests, fit in zip(requests_of, fits, strict=True):
-            if requests is None:
-                result.append(PrefixProposals((), 0, "skipped"))
-                continue
-            props = tuple(samples[r][0] for r in requests)
-            prefill = sum(samples[r][1] for r in requests if r not in charged)
-            charged.update(requests)
-            result.append(PrefixProposals(props * n if greedy else props, prefill, fit.overflow, fit.cut))
-        return result
-
-    def _fit(self, text: str, cap: int, index: int) -> Fit:
-        context = self.max_length
-        if context is None:
-            return Fit([], 0, cap)
-        ids = list(self.tokenizer(text)["input_ids"])
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        return fit_prefix(ids, cap, context, self.on_overflow,
-                          keep_head=int(bos is not None and ids[:1] == [bos]), index=index)
+        return plan.gather([self._sample(reply, stops) for reply in replies])
 
     def _body(self, prompt: str | list[int], stops: StopSet, cap: int, temperature: float, top_p: float,
               seed: int) -> dict[str, Any]:

@@ -51,13 +51,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prm_plugin.policy._context import Fit, fit_prefix
+from prm_plugin.policy._per_sample import fit_text, plan_requests
 from prm_plugin.policy._request import StopSet, check_request, token_caps
-from prm_plugin.policy._sampling import fresh_seed, row_seed
 from prm_plugin.search import PrefixProposals, Proposal, check_overflow_policy
 
 INSTALL_HINT = "VLLMPolicy needs vLLM, which is not installed: pip install 'prm-plugin[vllm]'"
-_SEED_SPACE = 1 << 62
 
 
 def _on_cpu_platform() -> bool:
@@ -165,54 +163,16 @@ class VLLMPolicy:
         if not prefixes:
             return []
         caps = token_caps(max_tokens, len(prefixes))
-        fits = [self._fit(text, cap, i) for i, (text, cap) in enumerate(zip(prefixes, caps, strict=True))]
-        base = fresh_seed() if seed is None else seed
-        greedy = temperature == 0
-        prompts: list[Any] = []
-        params: list[Any] = []
-        requests_of: list[list[int] | None] = []  # the requests (one per sample) of each prefix; None: skipped
-        occurrences: dict[str, int] = {}
-        greedy_request: dict[tuple[str, int], int] = {}
-        for text, cap, fit in zip(prefixes, caps, fits, strict=True):
-            if fit.skipped:
-                requests_of.append(None)
-                continue
-            cap = min(cap, fit.cap)
-            k = occurrences.get(text, 0)
-            occurrences[text] = k + 1
-            if greedy and (text, cap) in greedy_request:  # one greedy request per unique text and cap
-                requests_of.append([greedy_request[text, cap]])
-                continue
-            greedy_request.setdefault((text, cap), len(prompts))
-            first = row_seed(base, text, 0) % _SEED_SPACE + k * n
-            requests_of.append(list(range(len(prompts), len(prompts) + (1 if greedy else n))))
-            for j in range(1 if greedy else n):  # sample j: seed + j, as vLLM seeds an n-sample request's children
-                prompts.append({"prompt_token_ids": fit.ids} if fit.cut else text)
-                params.append(self._params(stops, max_tokens=cap, temperature=temperature, top_p=top_p,
-                                           seed=first + j))
+        fits = [fit_text(self.tokenizer, text, cap, self.max_length, self.on_overflow, i)
+                for i, (text, cap) in enumerate(zip(prefixes, caps, strict=True))]
+        plan = plan_requests(prefixes, caps, fits, n=n, temperature=temperature, seed=seed)
+        prompts = [{"prompt_token_ids": r.prompt} if isinstance(r.prompt, list) else r.prompt for r in plan.requests]
+        params = [self._params(stops, max_tokens=r.cap, temperature=temperature, top_p=top_p, seed=r.seed)
+                  for r in plan.requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts.")
-        charged: set[int] = set()
-        result = []
-        for requests, fit in zip(requests_of, fits, strict=True):
-            if requests is None:
-                result.append(PrefixProposals((), 0, "skipped"))
-                continue
-            props = tuple(to_proposal(outputs[r].outputs[0], stops) for r in requests)
-            prefill = sum(prefill_of(outputs[r]) for r in requests if r not in charged)
-            charged.update(requests)
-            result.append(PrefixProposals(props * n if greedy else props, prefill, fit.overflow, fit.cut))
-        return result
-
-    def _fit(self, text: str, cap: int, index: int) -> Fit:
-        """The context rule (``_context``) on the prompt as the engine tokenises it."""
-        if self.max_length is None:
-            return Fit([], 0, cap)
-        ids = list(self.tokenizer(text)["input_ids"])
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        return fit_prefix(ids, cap, self.max_length, self.on_overflow,
-                          keep_head=int(bos is not None and ids[:1] == [bos]), index=index)
+        return plan.gather([(to_proposal(out.outputs[0], stops), prefill_of(out)) for out in outputs])
 
     def _params(self, stops: StopSet, *, max_tokens: int, temperature: float, top_p: float, seed: int) -> Any:
         return self._vllm.SamplingParams(
