@@ -1,5 +1,5 @@
 """Policy prefixes longer than the model's context (``on_overflow``) on the real HF path
-(the shipped world's policy: a character-level tokenizer, a 512-position context)."""
+(the shipped world's policy: a byte-level BPE tokenizer, a 512-position context)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_truncate_continues_the_prompts_last_tokens_exactly(policies) -> None:
     assert group.overflow == "truncated" and group.cut_tokens == len(ids) - keep and len(group) == 2
     assert short.overflow is None and short.cut_tokens == 0
     kept_text = policy.tokenizer.decode(ids[-keep:])
-    assert ref.encode(kept_text) == ids[-keep:]  # the character-level tokenizer round-trips
+    assert ref.encode(kept_text) == ids[-keep:]  # the kept ids decode and re-encode to themselves
     (expected,) = _greedy(ref, [kept_text])
     assert [(p.text, p.n_tokens, p.stop_reason) for p in group] == [(p.text, p.n_tokens, p.stop_reason)
                                                                       for p in expected]

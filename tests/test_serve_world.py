@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -113,13 +112,8 @@ def _lm_eval(tmp: Path, model: str, model_args: str, env: dict[str, str], limit:
 @pytest.mark.slow
 def test_stock_lm_eval_api_models_match_prm_guided(server, tmp_path):
     limit = 24
-    # lm-eval loads the tokenizer with AutoTokenizer, which (transformers 5) swaps the world's
-    # character-level tokenizer for the one registered for its model type unless the folder
-    # has no model config: give it the tokenizer files alone
-    tok = tmp_path / "tokenizer"
-    tok.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy2(world.paths()["policy"] / name, tok / name)
+    # lm-eval loads the tokenizer with AutoTokenizer: the world's policy folder as it ships
+    tok = world.paths()["policy"]
     served = _lm_eval(tmp_path, "local-completions",
                       f"model=world,base_url={server}/v1/completions,tokenizer={tok},tokenizer_backend=huggingface",
                       {"OPENAI_API_KEY": KEY}, limit)
