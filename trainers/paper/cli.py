@@ -51,7 +51,7 @@ def main(argv: Sequence[str]) -> int:
 
         bs = BudgetSettings(seed=args.seed)
         if args.quick:
-            bs = replace(bs, budgets=(4, 16), limit=40)
+            bs = replace(bs, budgets=(4, 16), mcts_extra=(64,), limit=40)
         if args.limit is not None:
             bs = replace(bs, limit=args.limit)
         report = run_budgets(out, bs)
