@@ -42,11 +42,11 @@ class TransferSettings:
     """Sizes of one transfer run (``quick`` and ``full`` are the CLI's)."""
 
     train_rows: int = 2000  # per PRM, split equally between its domains
-    epochs: float = 2.0  # every PRM takes ceil(train_rows / batch) * epochs optimizer steps
+    epochs: float = 1.0  # every PRM takes ceil(train_rows / batch) * epochs optimizer steps
     batch: int = 32
     learning_rate: float = 1e-3
     n: int = 16
-    limit: int | None = None  # test problems per domain (None: the whole set)
+    limit: int | None = 100  # test problems per domain (None: the whole set)
     metric_samples: int = 4  # policy samples per test problem for the step metrics
     temperature: float = 0.5
     seed: int = 0
