@@ -14,12 +14,12 @@ from prm_plugin.world.generator import Problem
 def test_table_assembly_on_fake_results() -> None:
     results = {
         "arith": {"trained_on": "arith", "arith": {"bon": 0.9, "beam": 0.85, "step_f1": 0.95},
-                  "codelike": {"bon": 0.6, "beam": 0.55, "step_f1": 0.4}},
+                  "codelike": {"bon": 0.6, "beam": 0.55, "step_f1": 0.4, "error_step_f1": 0.125}},
         "shipped": {"trained_on": "arith (MC labels)", "arith": {"bon": 0.875, "beam": 0.8, "step_f1": 0.9671}},
     }
     lines = transfer_table(results, 16).splitlines()
-    assert lines[0].startswith("| PRM | trained on | arith bon@16 | arith beam@16 | arith step F1 | codelike bon@16")
-    assert lines[2] == "| arith | arith | 90.0% | 85.0% | 0.950 | 60.0% | 55.0% | 0.400 |"
+    assert lines[0].startswith("| PRM | trained on | arith bon@16 | arith beam@16 | arith step F1 / error F1 |")
+    assert lines[2] == "| arith | arith | 90.0% | 85.0% | 0.950 | 60.0% | 55.0% | 0.400 / 0.125 |"
     assert lines[3] == "| shipped | arith (MC labels) | 87.5% | 80.0% | 0.967 | — | — | — |"
     assert len(lines) == 4
 

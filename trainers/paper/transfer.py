@@ -104,21 +104,25 @@ def transfer_table(results: dict[str, dict[str, Any]], n: int) -> str:
     """The Markdown table: per PRM, bon/beam accuracy and step F1 on each domain.
 
     ``results[prm]`` holds ``trained_on`` and, per domain, ``{"bon": acc, "beam": acc,
-    "step_f1": f1}``; missing figures print as "—".
+    "step_f1": f1}`` and optionally ``"error_step_f1"`` (F1 of the steps called wrong,
+    printed after a slash); missing figures print as "—".
 
     >>> print(transfer_table({"a": {"trained_on": "arith", "arith": {"bon": 0.5, "beam": 0.25,
-    ...       "step_f1": 0.9}}}, 4).splitlines()[2])
-    | a | arith | 50.0% | 25.0% | 0.900 | — | — | — |
+    ...       "step_f1": 0.9, "error_step_f1": 0.5}}}, 4).splitlines()[2])
+    | a | arith | 50.0% | 25.0% | 0.900 / 0.500 | — | — | — |
     """
-    head = (f"| PRM | trained on | arith bon@{n} | arith beam@{n} | arith step F1 | "
-            f"codelike bon@{n} | codelike beam@{n} | codelike step F1 |")
+    head = (f"| PRM | trained on | arith bon@{n} | arith beam@{n} | arith step F1 / error F1 | "
+            f"codelike bon@{n} | codelike beam@{n} | codelike step F1 / error F1 |")
     lines = [head, "|---" * 8 + "|"]
     for name, res in results.items():
         cells = [name, str(res.get("trained_on", "?"))]
         for domain in TEST_SETS:
             fig = res.get(domain, {})
-            cells += [_pct(fig.get("bon")), _pct(fig.get("beam")),
-                      "—" if fig.get("step_f1") is None else f"{fig['step_f1']:.3f}"]
+            f1 = "—" if fig.get("step_f1") is None else f"{fig['step_f1']:.3f}"
+            err = fig.get("error_step_f1", fig.get("metrics", {}).get("error_step_f1"))
+            if err is not None:
+                f1 += f" / {err:.3f}"
+            cells += [_pct(fig.get("bon")), _pct(fig.get("beam")), f1]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -166,7 +170,7 @@ def run_transfer(out: Path, settings: TransferSettings, log: Any = print) -> dic
             fig = {s: run_strategy(s, settings.n, problems, sp, policy, prm, temperature=settings.temperature,
                                    seed=settings.seed)["accuracy"] for s in ("bon", "beam")}
             metrics = prm_step_metrics(prm, samples)
-            fig.update(step_f1=metrics["step_f1"], metrics=metrics)
+            fig.update(step_f1=metrics["step_f1"], error_step_f1=metrics["error_step_f1"], metrics=metrics)
             results[name][domain] = fig
             log(f"[transfer] {name} PRM on {domain}: bon {fig['bon']:.3f} beam {fig['beam']:.3f} "
                 f"step F1 {fig['step_f1']:.3f}")
