@@ -41,7 +41,7 @@ def main(argv: Sequence[str]) -> int:
 
         ts = TransferSettings(seed=args.seed)
         if args.quick:
-            ts = replace(ts, train_rows=512, epochs=1.0, n=4, limit=40, metric_samples=2)
+            ts = replace(ts, train_rows=1024, epochs=1.5, n=4, limit=40, metric_samples=2)
         if args.limit is not None:
             ts = replace(ts, limit=args.limit)
         report = run_transfer(out, ts)
