@@ -28,7 +28,7 @@ class BudgetSettings:
     budgets: tuple[int, ...] = (4, 16, 64)
     strategies: tuple[str, ...] = tuple(SETTINGS)
     #: more budgets for MCTS alone: its tree stops growing early, so at equal n it spends far
-    #: fewer tokens than best-of-N; these stretch its token curve into best-of-N's range
+    #: fewer tokens than best-of-N; these try to stretch its token curve into best-of-N's range
     mcts_extra: tuple[int, ...] = (256,)
     limit: int | None = 100  # arithmetic test problems
     temperature: float = 0.5
