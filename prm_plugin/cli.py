@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("prm_plugin.serve.cli:main", "serve the search over the OpenAI API (/v1/completions, /v1/chat/completions)"),
     "calibrate": ("prm_plugin.calibrate:main",
                   "measure accuracy and cost per strategy and budget on a dev set: the table `auto` chooses from"),
+    "reproduce": ("prm_plugin.trainers.paper.cli:main",
+                  "the paper's experiments on the synthetic world: `reproduce transfer`, `reproduce budgets`"),
 }
 
 
