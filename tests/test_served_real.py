@@ -31,20 +31,13 @@ else:
     pytest.importorskip("vllm")
 httpx = pytest.importorskip("httpx")
 
-from prm_plugin import world  # noqa: E402
+from vllm_world import world_with_exported_prm  # noqa: E402
+
 from prm_plugin.search import PRMQuery  # noqa: E402
 
 pytestmark = pytest.mark.requires_vllm
 ENGINE = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--block-size", "32"]
 STARTUP_SECONDS = 300
-
-
-def _world() -> dict[str, Path]:
-    root = os.environ.get("PRM_PLUGIN_TEST_WORLD")
-    if not root:
-        return world.paths()
-    base = Path(root)
-    return {"policy": base / "policy", "prm": base / "prm", "arith_test": base / "arith_test.jsonl"}
 
 
 def _free_port() -> int:
@@ -89,12 +82,7 @@ def vllm_server(model: Path, log: Path, *extra: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from prm_plugin.trainers.export import export_token_classification
-
-    found = _world()
-    exported = tmp_path_factory.mktemp("prm_tc")
-    export_token_classification(str(found["prm"]), str(exported))
-    return {**found, "prm_tc": exported}
+    return world_with_exported_prm(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

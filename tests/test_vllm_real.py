@@ -24,7 +24,8 @@ if os.environ.get("PRM_PLUGIN_REQUIRE_VLLM"):  # CI's vLLM job: a missing vLLM i
 else:
     vllm = pytest.importorskip("vllm")
 
-from prm_plugin import world  # noqa: E402
+from vllm_world import world_with_exported_prm  # noqa: E402
+
 from prm_plugin.search import Budget, PRMQuery  # noqa: E402
 
 pytestmark = pytest.mark.requires_vllm
@@ -33,22 +34,9 @@ ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 512, "dist
           "block_size": 32}
 
 
-def _world() -> dict[str, Path]:
-    root = os.environ.get("PRM_PLUGIN_TEST_WORLD")
-    if not root:
-        return world.paths()
-    base = Path(root)
-    return {"policy": base / "policy", "prm": base / "prm", "arith_test": base / "arith_test.jsonl"}
-
-
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from prm_plugin.trainers.export import export_token_classification
-
-    found = _world()
-    exported = tmp_path_factory.mktemp("prm_tc")
-    export_token_classification(str(found["prm"]), str(exported))
-    return {**found, "prm_tc": exported}
+    return world_with_exported_prm(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
