@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("prm_plugin.calibrate:main",
                   "measure accuracy and cost per strategy and budget on a dev set: the table `auto` chooses from"),
     "reproduce": ("prm_plugin.trainers.paper.cli:main",
-                  "the paper's experiments on the synthetic world: `reproduce transfer`, `reproduce budgets`"),
+                  "the paper's experiments on the synthetic world: `reproduce transfer|budgets|...|all`"),
 }
 
 

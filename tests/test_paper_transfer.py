@@ -74,7 +74,16 @@ def test_unknown_experiment_lists_the_choices(capsys: pytest.CaptureFixture[str]
     assert main(["reproduce", "transfr"]) == 2
     err = capsys.readouterr().err
     assert "unknown experiment 'transfr'" in err and "Did you mean: transfer?" in err
-    assert "Available: transfer, budgets" in err and "not built yet" in err
+    from prm_plugin.trainers.paper.cli import EXPERIMENTS
+
+    assert "Available: " + ", ".join(EXPERIMENTS) + ", all." in err
+
+
+def test_limit_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from prm_plugin.cli import main
+
+    assert main(["reproduce", "transfer", "--limit", "0"]) == 2
+    assert "--limit must be at least 1" in capsys.readouterr().err
 
 
 def test_codelike_problems_render_as_programs() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                          f"{r['seconds_per_problem']:.3f}")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def reproduce(out: Path, *, quick: bool = False, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """The CLI's entry: the full or ``quick`` sizes; ``limit`` arithmetic test problems."""
+    bs = BudgetSettings(seed=seed)
+    if quick:
+        bs = replace(bs, budgets=(4, 16), mcts_extra=(64,), limit=40)
+    if limit is not None:
+        bs = replace(bs, limit=limit)
+    report = run_budgets(out, bs)
+    report["summary"] = report["table"] + "\nMCTS against best-of-N: " + json.dumps(report["mcts_vs_bon"])
+    return report
 
 
 def run_budgets(out: Path, settings: BudgetSettings, log: Any = print) -> dict[str, Any]:

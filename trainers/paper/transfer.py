@@ -17,7 +17,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,18 @@ def transfer_table(results: dict[str, dict[str, Any]], n: int) -> str:
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def reproduce(out: Path, *, quick: bool = False, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """The CLI's entry: the full or ``quick`` sizes; ``limit`` test problems per domain."""
+    ts = TransferSettings(seed=seed)
+    if quick:
+        ts = replace(ts, train_rows=1024, epochs=1.5, n=4, limit=40, metric_samples=2)
+    if limit is not None:
+        ts = replace(ts, limit=limit)
+    report = run_transfer(out, ts)
+    report["summary"] = f"labels: {report['labels']}\nfairness: {report['fairness']}\n{report['table']}"
+    return report
 
 
 def run_transfer(out: Path, settings: TransferSettings, log: Any = print) -> dict[str, Any]:
