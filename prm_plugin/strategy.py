@@ -125,16 +125,17 @@ def requires_steps(strategy: Any) -> bool:
     return bool(method()) if callable(method) else bool(getattr(strategy, "needs_steps", True))
 
 
-def check_policy(strategy: Any, policy: Any) -> None:
+def check_policy(strategy: Any, policy: Any, label: str | None = None) -> None:
     """Refuse a strategy that needs step-level proposals with a policy that returns whole
     solutions only (``Policy.whole_solutions``; the one place this is checked:
     ``Strategy.start`` and the harnesses, before the policy loads where they can).
-    ``policy`` may be a policy or its class."""
+    ``policy`` may be a policy or its class; ``label`` names it (default its ``label``)."""
     if not getattr(policy, "whole_solutions", False) or not requires_steps(strategy):
         return
     name = getattr(strategy, "name", type(strategy).__name__)
-    label = getattr(policy, "label", None)
-    label = label if isinstance(label, str) else getattr(policy, "__name__", type(policy).__name__)
+    if label is None:
+        own = getattr(policy, "label", None)
+        label = own if isinstance(own, str) else getattr(policy, "__name__", type(policy).__name__)
     raise ValueError(
         f"Strategy {name!r}{_settings(getattr(strategy, 'params', None))} searches step by step, but the "
         f"policy {label} returns whole solutions only: it has no step boundaries and cannot continue a "
