@@ -146,7 +146,11 @@ def test_unknown_backend_setting_lists_make_models_arguments():
 @pytest.mark.skipif(not (world.paths()["prm"] / "config.json").exists(), reason="the world has not been built")
 def test_lm_eval_runs_bon_and_majority_with_evalplus_hf_on_the_world(tmp_path):
     import lm_eval
+    from lm_eval.tasks import TaskManager
 
+    from prm_plugin import task_configs
+
+    tasks = TaskManager(include_path=str(task_configs.path()), include_defaults=False)
     common = (f"policy=evalplus:hf,pretrained={POLICY},policy.force_base_prompt=true,dtype=float32,"
               f"max_gen_toks=64,temperature=0.7,search_batch_size=2")
     runs = {"bon": f"{common},strategy=bon,n=2,prm={PRM},device=cpu",
@@ -154,7 +158,8 @@ def test_lm_eval_runs_bon_and_majority_with_evalplus_hf_on_the_world(tmp_path):
     tok = load_tokenizer(POLICY)
     for name, model_args in runs.items():
         out = lm_eval.simple_evaluate(model="prm_guided", model_args=f"{model_args},trace_path={tmp_path / name}",
-                                      tasks=["arith_prm"], limit=2, apply_chat_template=True, bootstrap_iters=0)
+                                      tasks=["arith_prm"], task_manager=tasks, limit=2, apply_chat_template=True,
+                                      bootstrap_iters=0)
         assert out["config"]["prm_guided"]["policy"] == "evalplus:hf"
         assert "acc,none" in out["results"]["arith_prm"]
         traces = [json.loads(x) for x in (tmp_path / name / "arith_prm.traces.jsonl").read_text().splitlines()]
