@@ -142,6 +142,23 @@ def test_unknown_backend_setting_lists_make_models_arguments():
                              "strategy": "majority", "policy.temprature": "0.2"}, harness="test")
 
 
+def test_evalplus_backend_hands_the_task_prompt_to_an_evalplus_chat_decoder_once():
+    from prm_plugin.integrations.evalplus import PRMGuidedDecoder
+
+    prompt = 'def add(a, b):\n    """Add two numbers."""\n'
+    code = "```python\ndef add(a, b):\n    return a + b\n```\nThat adds them."
+    with running(Stub(_chat([code]))) as stub:
+        decoder = PRMGuidedDecoder(model="policy=evalplus:openai,pretrained=stub-model,strategy=majority,n=2",
+                                   dataset="humaneval", backend="prm_guided", base_url=f"{stub.url}/v1")
+        (out,) = decoder.codegen(prompt, do_sample=False, num_samples=1)
+    (chat,) = [body for path, body in stub.requests if path.endswith("/chat/completions")]
+    message = chat["messages"][-1]["content"]
+    # EvalPlus's own instruction prompt around the raw task prompt (not a chat prompt inside one)
+    assert message.startswith("Please provide a self-contained Python script") and message.count("def add") == 1
+    assert not decoder.is_direct_completion() and chat["n"] == 2
+    assert out == "```python\ndef add(a, b):\n    return a + b"  # cut at EvalPlus's chat stop "\n```\n"
+
+
 # -- EvalPlus's hf decoder on the world's policy, through lm-eval's evaluator ----------------
 @pytest.mark.skipif(not (world.paths()["prm"] / "config.json").exists(), reason="the world has not been built")
 def test_lm_eval_runs_bon_and_majority_with_evalplus_hf_on_the_world(tmp_path):
