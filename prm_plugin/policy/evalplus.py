@@ -185,15 +185,16 @@ class EvalPlusPolicy:
 
     def _one(self, prompt: str, n: int, final_stop: list[str], max_tokens: int, temperature: float) -> PrefixProposals:
         greedy = temperature == 0
+        wanted = 1 if greedy else n  # greedy solutions are all equal: one, repeated
         texts: list[str] = []
         calls = 0
-        with self._configured(temperature, max_tokens, final_stop, 1 if greedy else n):
-            while len(texts) < (1 if greedy else n):
-                got = self.decoder.codegen(prompt, do_sample=not greedy, num_samples=1 if greedy else n - len(texts))
+        with self._configured(temperature, max_tokens, final_stop, wanted):
+            while len(texts) < wanted:
+                got = self.decoder.codegen(prompt, do_sample=not greedy, num_samples=wanted - len(texts))
                 calls += 1
                 if not got:
                     raise RuntimeError(f"{self.label}: codegen returned no solution.")
-                texts += [str(t) for t in got][: n - len(texts)]
+                texts += [str(t) for t in got][: wanted - len(texts)]
         proposals = [self._proposal(_cut(t, final_stop), max_tokens) for t in texts]
         if greedy:
             proposals += [Proposal(proposals[0].text, 0, proposals[0].stop_reason)] * (n - 1)
