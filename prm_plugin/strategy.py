@@ -50,6 +50,12 @@ class Strategy:
     #: hands the run no PRM when it does not. Override ``requires_prm`` when the need
     #: depends on the parameters (``majority`` needs one only with ``weighted=true``).
     needs_prm: ClassVar[bool] = True
+    #: Whether ``search`` asks the policy for single steps (``run.expand``) or to continue
+    #: a partial solution (``run.complete`` below the root). ``start`` refuses a policy that
+    #: returns whole solutions only (``Policy.whole_solutions``) when it does. Strategies
+    #: that only sample whole solutions (``run.sample``) set it False; override
+    #: ``requires_steps`` when the need depends on the parameters.
+    needs_steps: ClassVar[bool] = True
     #: The time source ``budget.max_seconds`` is measured with (tests swap in a fake clock).
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
@@ -66,15 +72,22 @@ class Strategy:
         """Whether this instance's search calls the PRM (default: the class's ``needs_prm``)."""
         return self.needs_prm
 
+    def requires_steps(self) -> bool:
+        """Whether this instance's search asks the policy for steps or continuations of
+        partial solutions (default: the class's ``needs_steps``)."""
+        return self.needs_steps
+
     def start(
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
     ) -> SearchRun:
         """A ``SearchRun`` over ``problems`` with this strategy's params and clock.
 
         Raises:
-            ValueError: the strategy needs a PRM and ``prm`` is None.
+            ValueError: the strategy needs a PRM and ``prm`` is None, or it needs steps
+                and ``policy`` returns whole solutions only.
         """
         needs = check_prm(self, prm is not None)
+        check_policy(self, policy)
         return SearchRun(problems, policy, prm if needs else None, budget, self.params,
                          strategy=self.name, clock=self.clock)
 
@@ -105,6 +118,40 @@ def check_prm(strategy: Any, has_prm: bool) -> bool:
     return needs
 
 
+def requires_steps(strategy: Any) -> bool:
+    """Whether ``strategy`` asks the policy for steps or continuations of partial solutions
+    (a strategy object that does not say is assumed to)."""
+    method = getattr(strategy, "requires_steps", None)
+    return bool(method()) if callable(method) else bool(getattr(strategy, "needs_steps", True))
+
+
+def check_policy(strategy: Any, policy: Any, label: str | None = None) -> None:
+    """Refuse a strategy that needs step-level proposals with a policy that returns whole
+    solutions only (``Policy.whole_solutions``; the one place this is checked:
+    ``Strategy.start`` and the harnesses, before the policy loads where they can).
+    ``policy`` may be a policy or its class; ``label`` names it (default its ``label``)."""
+    if not getattr(policy, "whole_solutions", False) or not requires_steps(strategy):
+        return
+    name = getattr(strategy, "name", type(strategy).__name__)
+    if label is None:
+        own = getattr(policy, "label", None)
+        label = own if isinstance(own, str) else getattr(policy, "__name__", type(policy).__name__)
+    raise ValueError(
+        f"Strategy {name!r}{_settings(getattr(strategy, 'params', None))} searches step by step, but the "
+        f"policy {label} returns whole solutions only: it has no step boundaries and cannot continue a "
+        f"partial solution. Use a strategy that samples whole solutions ({_whole_solution_strategies()}; "
+        "majority weighted=true adds the PRM's scores to the vote), or a policy that continues text "
+        "(policy=hf, vllm, openai, or an lm-eval completion model) for step-level search."
+    )
+
+
+def _whole_solution_strategies() -> str:
+    from prm_plugin.plugins import list_strategies
+
+    names = sorted(n for n, reg in list_strategies().items() if not getattr(reg.obj, "needs_steps", True))
+    return ", ".join(names) or "none registered"
+
+
 def _settings(params: Any) -> str:
     """`` (weighted=True)``: the params that differ from their defaults, for messages."""
     if not dataclasses.is_dataclass(params):
@@ -123,5 +170,5 @@ def _prm_free() -> str:
 
 __all__ = [
     "SEED_STRIDE", "NodeRef", "SearchRun", "SearchTree", "Strategy", "StrategyParams", "best_index",
-    "check_prm", "param_names", "params_from_kwargs", "requires_prm",
+    "check_policy", "check_prm", "param_names", "params_from_kwargs", "requires_prm", "requires_steps",
 ]

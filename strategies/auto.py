@@ -14,7 +14,14 @@ from prm_plugin.plugins import get_strategy
 from prm_plugin.policy.base import Policy
 from prm_plugin.prm.base import RewardModel
 from prm_plugin.search import Budget, Problem, SearchResult
-from prm_plugin.strategy import Strategy, StrategyParams, check_prm, requires_prm
+from prm_plugin.strategy import (
+    Strategy,
+    StrategyParams,
+    check_policy,
+    check_prm,
+    requires_prm,
+    requires_steps,
+)
 
 #: Shared settings every table entry carries itself (it was measured with them).
 _FROM_TABLE = ("temperature", "top_p", "aggregation")
@@ -59,7 +66,8 @@ class Auto(Strategy):
     caps still apply to that run. If no eligible entry fits the caps, the one closest to
     fitting runs and the caps stop it (``within_caps: false`` in the trace). A budget
     below every entry's ``n`` is an error naming the smallest. See
-    ``prm_plugin.calibration.choose``.
+    ``prm_plugin.calibration.choose``. A policy that returns whole solutions only is
+    refused when any entry of the table searches step by step (``requires_steps``).
 
     Every result's trace holds ``auto``: the table, its sha256, the chosen entry (strategy,
     params, n, measured accuracy and cost) and whether it fit the caps; ``describe``
@@ -94,6 +102,10 @@ class Auto(Strategy):
         """Whether any entry the table may choose needs a PRM."""
         return any(requires_prm(self._build(e)) for e in self.table().entries)
 
+    def requires_steps(self) -> bool:
+        """Whether any entry the table may choose searches step by step."""
+        return any(requires_steps(self._build(e)) for e in self.table().entries)
+
     def choose(self, budget: Budget, problems: int | None = None) -> Choice:
         """The entry run for ``budget`` (``problems``: the size of the search, for ``max_seconds``)."""
         return choose(self.table(), budget, problems)
@@ -119,6 +131,7 @@ class Auto(Strategy):
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget
     ) -> list[SearchResult]:
         check_prm(self, prm is not None)
+        check_policy(self, policy)
         table = self.table()
         choice = self.choose(budget, len(problems))
         inner = self._build(choice.entry)

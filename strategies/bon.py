@@ -47,6 +47,7 @@ class BestOfN(Strategy):
     name = "bon"
     Params = BestOfNParams
     needs_prm = True
+    needs_steps = False  # whole solutions only (run.sample)
     params: BestOfNParams
 
     def search(

@@ -38,6 +38,7 @@ class Greedy(Strategy):
     name = "greedy"
     Params = GreedyParams
     needs_prm = False
+    needs_steps = False  # whole solutions only (run.sample)
 
     def search(
         self, problems: Sequence[Problem], policy: Policy, prm: RewardModel | None, budget: Budget

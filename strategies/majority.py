@@ -85,6 +85,7 @@ class MajorityVote(Strategy):
     name = "majority"
     Params = MajorityParams
     needs_prm = False
+    needs_steps = False  # whole solutions only (run.sample)
     params: MajorityParams
 
     def requires_prm(self) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from lm_eval.api.model import LM
@@ -100,3 +102,63 @@ def test_model_without_tokenizer_is_refused_with_a_fix():
 
     with pytest.raises(ValueError, match="cannot be measured"):
         LMEvalPolicy(NoTok(lambda c, i: ""))
+
+
+# -- which strategies a wrapped lm-eval model supports ------------------------------------------
+class ScriptedChatCompletion(ScriptedLM):
+    """Named like lm-eval's chat-completions models (LocalChatCompletion, AnthropicChat, ...)."""
+
+
+def _arith_problem() -> Any:
+    from prm_plugin.search import Problem
+
+    return Problem(prompt="Q: What is 3 + 4?\nA:", question="What is 3 + 4?", max_tokens=60, domain="math")
+
+
+def test_a_chat_completions_model_is_whole_solutions_only_and_step_level_strategies_refuse_it():
+    from lm_eval_fakes import ArithPRM
+
+    from prm_plugin.plugins import get_strategy
+    from prm_plugin.search import Budget
+
+    lm = ScriptedChatCompletion(lambda ctx, i: " 3 + 4 = 7\n\nThe answer is \\boxed{7}.")
+    policy = LMEvalPolicy(lm)
+    assert policy.whole_solutions and not LMEvalPolicy(ScriptedLM(lambda c, i: "")).whole_solutions
+    assert not LMEvalPolicy(lm, whole_solutions=False).whole_solutions  # policy.whole_solutions=false
+    for name in ("beam", "mcts", "particle_filter", "dvts"):
+        strategy: Any = get_strategy(name)()
+        with pytest.raises(ValueError, match=r"lm-eval ScriptedChatCompletion returns whole solutions only"):
+            strategy.search([_arith_problem()], policy, ArithPRM(), Budget(n=4))
+    assert not lm.requests  # refused before any request
+    (result,) = get_strategy("majority")(weighted=True).search([_arith_problem()], policy, ArithPRM(), Budget(n=2))
+    assert "\\boxed{7}" in result.text and len(lm.requests) == 2
+
+
+def test_lm_evals_real_hf_model_runs_step_level_beam_search_on_the_world():
+    from lm_eval.models.huggingface import HFLM
+
+    from prm_plugin import world
+    from prm_plugin._hf_compat import load_tokenizer
+    from prm_plugin.plugins import get_strategy
+    from prm_plugin.prm.load import load_prm
+    from prm_plugin.search import Budget, Problem
+
+    paths = world.paths()
+    if not (paths["prm"] / "config.json").exists():
+        pytest.skip("the world has not been built")
+    tok = load_tokenizer(str(paths["policy"]))
+    lm = HFLM(pretrained=str(paths["policy"]), tokenizer=tok, device="cpu", batch_size=4)
+    policy = LMEvalPolicy(lm)
+    assert not policy.whole_solutions
+    question = "Compute 35 - 3 - 4 from left to right."
+    prompt = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                     add_generation_prompt=True)
+    problem = Problem(prompt=prompt, question=question, max_tokens=48, domain="math")
+    beam: Any = get_strategy("beam")(beam_width=2, max_steps=4, max_step_tokens=16, temperature=0.7)
+    (result,) = beam.search([problem], policy, load_prm(str(paths["prm"]), device="cpu"), Budget(n=2))
+    steps = [s for c in result.candidates for s in c.steps]
+    # the search went step by step: candidates have several steps, each one scored by the PRM
+    assert any(len(c.steps) >= 2 for c in result.candidates)
+    assert all(c.step_scores is not None and len(c.step_scores) == len(c.steps) for c in result.candidates)
+    assert any(re.search(r"\d+ - \d+ = \d+", s) for s in steps)
+    assert result.cost.policy_calls >= 2 and result.cost.policy_generated_tokens > 0

@@ -24,9 +24,13 @@ which would slow the HF policy) and ``--tp`` (``policy=vllm``) reach the policy 
 Prompting follows EvalPlus's HF/vLLM decoders: a policy whose tokenizer has a chat template
 gets EvalPlus's instruction prompt with the answer pre-filled up to an opening
 ```` ```python ```` fence (``make_raw_chat_prompt``), otherwise the task prompt is continued
-directly; EvalPlus's stop strings end a solution. The PRM sees the task prompt as the
-question and the answer split into code-aware steps (``prm_plugin.steps``, domain
-``code``). Search traces and the cost summary go next to EvalPlus's samples file
+directly; EvalPlus's stop strings end a solution. With an EvalPlus decoder as the policy
+(``policy=evalplus:<backend>``, whole solutions only: ``bon``, ``majority``, ``greedy``),
+the task prompt goes to it as EvalPlus would send it, and a decoder that formats its own
+chat prompt (API backends; ``hf``/``vllm`` chat models) gets EvalPlus's chat stop strings;
+``--base-url``, ``--force_base_prompt``, ``--trust_remote_code``, ``--attn_implementation``
+and ``--tp`` reach that decoder. The PRM sees the task prompt as the question and the
+answer split into code-aware steps (``prm_plugin.steps``, domain ``code``). Search traces and the cost summary go next to EvalPlus's samples file
 (``<samples>.prm_traces.jsonl``, ``<samples>.prm_run.json``) or under ``trace_path=``.
 
 A task whose search fails (``prm_plugin.integrations.faults``) gets an empty solution
@@ -95,7 +99,8 @@ class PRMGuidedDecoder(DecoderBase):
                          max_new_tokens=max_tokens, dtype=dtype, trust_remote_code=trust_remote_code,
                          instruction_prefix=instruction_prefix, response_prefix=response_prefix)
         _apply_evalplus_flags(args, dtype=dtype, trust_remote_code=trust_remote_code,
-                              attn_implementation=attn_implementation, tp=tp)
+                              attn_implementation=attn_implementation, tp=tp, base_url=base_url,
+                              force_base_prompt=force_base_prompt)
         self.session = SearchSession.build(args, harness="EvalPlus", unused=UNUSED_KEYS,
                                            policy=policy, prm=prm, strategy=strategy)
         self.dataset = dataset
@@ -109,7 +114,13 @@ class PRMGuidedDecoder(DecoderBase):
 
     # -- EvalPlus API ------------------------------------------------------------------
     def is_direct_completion(self) -> bool:
+        if self._policy_formats_prompt:  # an EvalPlus chat decoder underneath: its stop strings
+            return False
         return self.force_base_prompt or getattr(self.tokenizer, "chat_template", None) is None
+
+    @property
+    def _policy_formats_prompt(self) -> bool:
+        return bool(getattr(self.session.backends.policy, "formats_prompt", False))
 
     def codegen(self, prompt: str, do_sample: bool = True, num_samples: int = 200) -> list[str]:
         """``min(batch_size, num_samples)`` final solutions for one task, one search each."""
@@ -130,8 +141,9 @@ class PRMGuidedDecoder(DecoderBase):
 
     # -- pieces ----------------------------------------------------------------------
     def policy_prompt(self, prompt: str) -> str:
-        """The exact text the policy continues: EvalPlus's chat prompt or the task prompt."""
-        if self.is_direct_completion():
+        """The exact text the policy continues: EvalPlus's chat prompt or the task prompt
+        (also for an EvalPlus decoder as the policy, which applies its own chat prompt)."""
+        if self._policy_formats_prompt or self.is_direct_completion():
             return prompt
         return str(make_raw_chat_prompt(prompt, self.instruction_prefix, self.response_prefix, self.tokenizer))
 
@@ -256,10 +268,20 @@ def _check_file_name(model: str, backend: str, temperature: float) -> None:
 
 
 def _apply_evalplus_flags(args: dict[str, Any], *, dtype: str, trust_remote_code: bool,
-                          attn_implementation: str, tp: int) -> None:
+                          attn_implementation: str, tp: int, base_url: str | None = None,
+                          force_base_prompt: bool = False) -> None:
     """EvalPlus's model flags, where ``--model`` does not set them itself."""
     policy = str(args.get("policy", "hf"))
     args.setdefault("dtype", dtype)
+    if policy.startswith("evalplus:"):  # EvalPlus's own decoder: its make_model flags
+        flags = {"base_url": base_url, "policy.force_base_prompt": force_base_prompt or None,
+                 "policy.trust_remote_code": trust_remote_code or None,
+                 "policy.attn_implementation": None if attn_implementation == "eager" else attn_implementation,
+                 "policy.tp": None if tp == 1 else tp}
+        for key, value in flags.items():
+            if value is not None:
+                args.setdefault(key, value)
+        return
     if trust_remote_code and policy in ("hf", "vllm"):
         args.setdefault("policy.trust_remote_code", True)
     if policy == "hf" and attn_implementation != _EVALPLUS_DEFAULTS["attn_implementation"]:

@@ -1,7 +1,8 @@
 """The policy, PRM, tokenizer and loglikelihood scorer behind ``prm_guided``.
 
 ``policy=hf`` / ``policy=vllm`` / ``policy=openai`` use this package's policies (the last
-one any OpenAI-compatible completions server); any other name is an
+one any OpenAI-compatible completions server); ``policy=evalplus:<backend>`` wraps an
+EvalPlus decoder (``EvalPlusPolicy``, whole solutions only); any other name is an
 lm-eval model, built like ``--model <name>`` would build it and wrapped by
 ``LMEvalPolicy``. Loglikelihood requests go to an lm-eval model: the wrapped one, or
 for ``policy=hf`` an ``HFLM`` over the policy's own model and tokenizer (no second
@@ -56,6 +57,12 @@ class Backends:
         return str(getattr(self.tokenizer(), "name_or_path", self.policy_name)).replace("/", "__")
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        if getattr(self.policy, "formats_prompt", False):
+            raise ValueError(
+                f"policy={self.policy_name} wraps every prompt in EvalPlus's own chat prompt, so a chat template "
+                "applied first would be applied twice. Drop --apply_chat_template, or give "
+                "policy.force_base_prompt=true (hf, vllm) to have it continue the templated prompt."
+            )
         if self.wrapped is not None:
             return str(self.wrapped.apply_chat_template(chat_history, add_generation_prompt=add_generation_prompt))
         tok = self.tokenizer()
@@ -134,6 +141,8 @@ def build_backends(
         policy, policy_name = _vllm_policy(settings, native), "vllm"
     elif settings.policy == "openai":
         policy, policy_name = _openai_policy(settings, native), "openai"
+    elif settings.evalplus_backend is not None:
+        policy, policy_name = _evalplus_policy(settings, split.policy_kwargs), settings.policy
     else:
         if settings.on_overflow != "truncate":
             logger.warning("prm_guided: on_overflow=%s applies to the PRM only: the lm-eval model %s handles "
@@ -209,6 +218,21 @@ def _openai_policy(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
 
     return OpenAIPolicy.from_settings(settings.base_url, settings.pretrained, tokenizer=settings.tokenizer,
                                       api_key=settings.api_key, **kwargs)
+
+
+def _evalplus_policy(settings: ModelSettings, kwargs: dict[str, Any]) -> Any:
+    from prm_plugin.policy.evalplus import EvalPlusPolicy
+
+    if settings.on_overflow != "truncate":
+        logger.warning("prm_guided: on_overflow=%s applies to the PRM only: EvalPlus's decoders handle long "
+                       "prompts themselves.", settings.on_overflow)
+    backend = settings.evalplus_backend
+    assert backend is not None
+    own = {"base_url": settings.base_url} if settings.base_url else {}
+    if settings.dtype and "dtype" not in kwargs:
+        own["dtype"] = settings.dtype
+    return EvalPlusPolicy.from_settings(backend, settings.pretrained, tokenizer=settings.tokenizer,
+                                        api_key=settings.api_key, **{**own, **kwargs})
 
 
 def _lm_eval_model(settings: ModelSettings, passthrough: dict[str, Any]) -> Any:

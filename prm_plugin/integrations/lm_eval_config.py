@@ -7,7 +7,8 @@ Every key of ``--model_args`` lands in exactly one place:
 * the chosen strategy's ``Params`` (``temperature``, ``aggregation``,
   ``step_delimiter``, ``beam_width``, ...);
 * ``policy.<key>=`` / ``prm.<key>=``: passed to ``HFPolicy.from_pretrained`` /
-  ``VLLMPolicy`` / ``load_prm`` as keyword arguments;
+  ``VLLMPolicy`` / ``EvalPlusPolicy.from_settings`` (EvalPlus's ``make_model``) /
+  ``load_prm`` as keyword arguments;
 * with ``policy=<any lm-eval model name>``, every remaining key is passed to that
   model, like ``--model_args`` would be.
 
@@ -28,8 +29,11 @@ from typing import Any
 from prm_plugin.search import check_overflow_policy
 from prm_plugin.strategy import params_from_kwargs
 
-#: Policies implemented by this package; any other name is an lm-eval model.
+#: Policies implemented by this package (and ``evalplus:<backend>``); any other name is an
+#: lm-eval model.
 NATIVE_POLICIES = ("hf", "vllm", "openai")
+#: ``policy=evalplus:<backend>``: an EvalPlus decoder (``prm_plugin.policy.evalplus``).
+EVALPLUS_PREFIX = "evalplus:"
 #: Keys lm-eval adds to every model's args (``--batch_size``, ``--device``, ...).
 HARNESS_KEYS = ("batch_size", "max_batch_size", "device")
 
@@ -40,16 +44,21 @@ class ModelSettings:
 
     Attributes:
         policy: ``hf`` (this package's HF policy), ``vllm``, ``openai`` (any
-            OpenAI-compatible completions server: ``prm_plugin.policy.openai``), or any
-            registered lm-eval model name, which is wrapped and receives the remaining
-            model_args.
-        pretrained: the policy model (path or Hub id); with ``policy=openai``, the served
-            model's name.
+            OpenAI-compatible completions server: ``prm_plugin.policy.openai``),
+            ``evalplus:<backend>`` (any model EvalPlus drives, whole solutions only:
+            ``prm_plugin.policy.evalplus``; its ``make_model`` settings as ``policy.<key>=``),
+            or any registered lm-eval model name, which is wrapped and receives the
+            remaining model_args.
+        pretrained: the policy model (path or Hub id); with ``policy=openai`` or an API
+            backend of EvalPlus, the served model's name.
         base_url: ``policy=openai``: the server's API root (``http://host:8000/v1``);
             several replicas separated by ``|`` share the requests round-robin.
-        api_key: ``policy=openai`` / a served PRM: default ``$OPENAI_API_KEY``.
+            ``policy=evalplus:openai``: the server EvalPlus talks to (one).
+        api_key: ``policy=openai`` / ``evalplus:openai`` / a served PRM: default
+            ``$OPENAI_API_KEY``.
         tokenizer: ``policy=openai``: a local path (or Hub id) of the policy's tokenizer,
-            for token counts and context checks (default ``pretrained``).
+            for token counts and context checks (default ``pretrained``);
+            ``policy=evalplus:<API backend>``: the same, for token counts (none: unknown).
         prm: the PRM checkpoint (path or Hub id); its family is auto-detected. An
             ``http(s)://`` URL is a vLLM server's ``/pooling`` endpoint (``prm_plugin.prm.served``).
         prm_url: the same as ``prm=<URL>``.
@@ -125,12 +134,20 @@ class ModelSettings:
         if self.policy == "openai" and not self.base_url:
             raise ValueError("policy=openai needs base_url=<the server's API root, e.g. http://127.0.0.1:8000/v1> "
                              "(several replicas separated by '|').")
-        if self.policy == "prm_guided":
+        if self.policy == "prm_guided" or self.policy == EVALPLUS_PREFIX + "prm_guided":
             raise ValueError("policy=prm_guided would wrap itself; choose hf, vllm or another lm-eval model.")
+        if self.policy == EVALPLUS_PREFIX:
+            raise ValueError("policy=evalplus: needs a backend: policy=evalplus:<backend> (openai, hf, vllm, "
+                             "anthropic, google, ...).")
+
+    @property
+    def evalplus_backend(self) -> str | None:
+        """``openai`` for ``policy=evalplus:openai``; None for other policies."""
+        return self.policy[len(EVALPLUS_PREFIX):] if self.policy.startswith(EVALPLUS_PREFIX) else None
 
     @property
     def wraps_lm_eval_model(self) -> bool:
-        return self.policy not in NATIVE_POLICIES
+        return self.policy not in NATIVE_POLICIES and self.evalplus_backend is None
 
 
 @dataclass

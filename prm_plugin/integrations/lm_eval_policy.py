@@ -21,6 +21,16 @@ it, pending part included; a proposal served from a pending continuation has
 ``n_tokens=0`` because those tokens were already counted. ``prefill_tokens`` counts
 the prefix once per request sent (lm-eval models re-run the prompt per request).
 
+Strategies: a model that continues text (``hf``/``hf-auto``, ``vllm``, ``sglang``,
+``local-completions``, ...) runs every strategy, step-level ones (``beam``, ``mcts``,
+``particle_filter``, ``dvts``) included, since every request continues an arbitrary
+prefix and the steps are cut here. A chat-completions model (``local-chat-completions``,
+``openai-chat-completions``, ``anthropic-chat``, ``litellm``: any class with ``Chat`` in
+its name) answers a conversation and cannot continue a partial answer, so it is a
+whole-solutions policy (``whole_solutions``): ``bon``, ``majority`` and ``greedy`` only,
+step-level strategies are refused (``prm_plugin.strategy.check_policy``).
+``policy.whole_solutions=true|false`` overrides the detection.
+
 Limits: lm-eval models take no per-request seed; with ``seed`` set, the global
 ``random``/``numpy``/``torch`` seeds are set before each call, which makes a run
 reproducible but not invariant to batch composition. Greedy (``temperature=0``)
@@ -47,15 +57,22 @@ class LMEvalPolicy:
         lm: an lm-eval model instance (``HFLM``, ``VLLM``, an API model, ...). It must
             tokenize (``tok_encode`` or ``tokenizer.encode``) so costs are counted.
         max_pending: bound on kept pending continuations (oldest dropped first).
+        whole_solutions: whether the model can only answer whole solutions (see the
+            module docstring); None detects a chat-completions model by its class name.
     """
 
-    def __init__(self, lm: Any, max_pending: int = 20_000) -> None:
+    def __init__(self, lm: Any, max_pending: int = 20_000, whole_solutions: bool | None = None) -> None:
         self.lm = lm
+        self.whole_solutions = is_chat_model(lm) if whole_solutions is None else bool(whole_solutions)
         self.max_pending = max_pending
         self._pending: OrderedDict[_PendingKey, list[tuple[str, bool]]] = OrderedDict()
         self._encode = _token_counter(lm)
         params = inspect.signature(lm.generate_until).parameters
         self._quiet = {"disable_tqdm": True} if "disable_tqdm" in params else {}
+
+    @property
+    def label(self) -> str:
+        return f"lm-eval {type(self.lm).__name__}"
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text)) if text else 0
@@ -149,6 +166,12 @@ class LMEvalPolicy:
                 f"{type(self.lm).__name__}.generate_until returned {len(texts)} texts for {len(requests)} requests."
             )
         return [str(t) for t in texts]
+
+
+def is_chat_model(lm: Any) -> bool:
+    """Whether ``lm`` is a chat-completions model (lm-eval names those classes ``*Chat*``:
+    ``LocalChatCompletion``, ``OpenAIChatCompletion``, ``AnthropicChat``, ...)."""
+    return any("Chat" in cls.__name__ for cls in type(lm).__mro__)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:

@@ -34,6 +34,7 @@ from typing import Any
 from prm_plugin.integrations.faults import FAILURES, describe, is_fault
 from prm_plugin.integrations.lm_eval_backends import Backends, build_backends
 from prm_plugin.integrations.lm_eval_config import (
+    EVALPLUS_PREFIX,
     build_strategy_params,
     checkpoint_stamp,
     fingerprint,
@@ -43,7 +44,7 @@ from prm_plugin.integrations.lm_eval_config import (
 from prm_plugin.integrations.traces import CostSummary
 from prm_plugin.search import Budget, Cost, Problem, SearchResult
 from prm_plugin.search_run import BackendError
-from prm_plugin.strategy import SEED_STRIDE, check_prm, requires_prm
+from prm_plugin.strategy import SEED_STRIDE, check_policy, check_prm, requires_prm
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ def parse_model_args(text: str) -> dict[str, str]:
 
 
 def is_object_spec(value: Any) -> bool:
-    """Whether ``value`` reads as ``package.module:attr`` (and is not an existing path)."""
-    return isinstance(value, str) and bool(_OBJECT_SPEC.match(value)) and not os.path.exists(value)
+    """Whether ``value`` reads as ``package.module:attr`` (and is not an existing path, nor
+    ``evalplus:<backend>``)."""
+    return (isinstance(value, str) and bool(_OBJECT_SPEC.match(value)) and not os.path.exists(value)
+            and not value.startswith(EVALPLUS_PREFIX))
 
 
 def load_object(spec: str, kwargs: Mapping[str, Any]) -> Any:
@@ -148,6 +151,10 @@ class SearchSession:
         if strategy_cls is not None:
             strategy = strategy_cls(build_strategy_params(strategy_cls.Params, split.strategy_params))
         check_prm(strategy, prm is not None or bool(s.prm))  # before any model is loaded
+        if policy is None and s.evalplus_backend is not None:
+            from prm_plugin.policy.evalplus import EvalPlusPolicy
+
+            check_policy(strategy, EvalPlusPolicy, label=s.policy)
         if policy is None and is_object_spec(s.policy):
             if split.passthrough:
                 raise ValueError(_unknown_keys(split.passthrough, strategy_cls, harness))
@@ -160,6 +167,10 @@ class SearchSession:
             strategy_name=str(getattr(strategy, "name", type(strategy).__name__)),
             step_delimiter=getattr(getattr(strategy, "params", None), "step_delimiter", None),
         )
+        check_policy(strategy, backends.policy)
+        if s.max_policy_tokens is not None and not getattr(backends.policy, "counts_tokens", True):
+            raise ValueError(f"max_policy_tokens needs the policy's token counts, and policy={backends.policy_name} "
+                             "has no tokenizer to count with. Give tokenizer=<local path>, or drop max_policy_tokens.")
         budget = Budget(n=s.n, max_policy_tokens=s.max_policy_tokens, max_seconds=s.max_seconds)
         session = cls(strategy=strategy, budget=budget, backends=backends, config={}, harness=harness,
                       explicit_sampling={k for k in ("temperature", "top_p") if k in split.strategy_params})
@@ -248,6 +259,8 @@ class SearchSession:
         return {
             "plugin_version": __version__,
             "policy": self.backends.policy_name, "pretrained": s.pretrained,
+            # a policy that cannot count its tokens reports 0: say they are unknown
+            **({} if getattr(self.backends.policy, "counts_tokens", True) else {"policy_tokens": "unknown"}),
             "prm": self.backends.prm_name, "prm_family": s.prm_family,
             "prm_step_separator": s.prm_step_separator, "prm_backend": s.prm_backend,
             "strategy": self.strategy_name,

@@ -1,7 +1,8 @@
 """Proposal backends. Heavy backends are imported lazily: ``prm_plugin.policy.hf``
 needs torch and transformers, ``prm_plugin.policy.vllm`` needs the ``vllm`` extra,
-``prm_plugin.policy.openai`` (a served model) the ``served`` extra, and none is imported
-until ``HFPolicy`` / ``VLLMPolicy`` / ``OpenAIPolicy`` is first used."""
+``prm_plugin.policy.openai`` (a served model) the ``served`` extra,
+``prm_plugin.policy.evalplus`` (any EvalPlus model, whole solutions only) the ``evalplus``
+extra, and none is imported until its class is first used."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 from prm_plugin.policy.base import Policy
 
 _LAZY = {"HFPolicy": "prm_plugin.policy.hf", "VLLMPolicy": "prm_plugin.policy.vllm",
-         "OpenAIPolicy": "prm_plugin.policy.openai"}
+         "OpenAIPolicy": "prm_plugin.policy.openai", "EvalPlusPolicy": "prm_plugin.policy.evalplus"}
 
-__all__ = ["HFPolicy", "OpenAIPolicy", "Policy", "VLLMPolicy"]
+__all__ = ["EvalPlusPolicy", "HFPolicy", "OpenAIPolicy", "Policy", "VLLMPolicy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,13 @@ class Policy(Protocol):
     ``max_tokens`` as a sequence, one cap per prefix, so ``SearchRun`` can batch
     prefixes with different remaining budgets in one call; for any other policy it
     makes one call per distinct cap (a continuation never depends on its batch).
+
+    Optional: a policy that sets ``whole_solutions = True`` (on its class or instance)
+    only answers a problem's prompt with complete solutions: it takes no step stops and
+    cannot continue a partial solution (EvalPlus's decoders, chat-completion APIs).
+    Strategies that search step by step (``Strategy.needs_steps``) refuse it
+    (``prm_plugin.strategy.check_policy``); ``bon``, ``majority`` and ``greedy`` run
+    with it. Its ``label`` (optional, a string) names it in that message.
     """
 
     def propose(
