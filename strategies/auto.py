@@ -66,8 +66,10 @@ class Auto(Strategy):
     caps still apply to that run. If no eligible entry fits the caps, the one closest to
     fitting runs and the caps stop it (``within_caps: false`` in the trace). A budget
     below every entry's ``n`` is an error naming the smallest. See
-    ``prm_plugin.calibration.choose``. A policy that returns whole solutions only is
-    refused when any entry of the table searches step by step (``requires_steps``).
+    ``prm_plugin.calibration.choose``. With a policy that returns whole solutions only
+    (``Policy.whole_solutions``), the choice is among the entries that sample whole
+    solutions (``bon``, ``majority``, ``greedy``; ``whole_solutions_only: true`` in the
+    trace); it is refused only when the table has none (``requires_steps``).
 
     Every result's trace holds ``auto``: the table, its sha256, the chosen entry (strategy,
     params, n, measured accuracy and cost) and whether it fit the caps; ``describe``
@@ -103,12 +105,19 @@ class Auto(Strategy):
         return any(requires_prm(self._build(e)) for e in self.table().entries)
 
     def requires_steps(self) -> bool:
-        """Whether any entry the table may choose searches step by step."""
-        return any(requires_steps(self._build(e)) for e in self.table().entries)
+        """Whether every entry of the table searches step by step (otherwise a policy that
+        returns whole solutions only runs the best of the others)."""
+        return all(requires_steps(self._build(e)) for e in self.table().entries)
 
-    def choose(self, budget: Budget, problems: int | None = None) -> Choice:
-        """The entry run for ``budget`` (``problems``: the size of the search, for ``max_seconds``)."""
-        return choose(self.table(), budget, problems)
+    def choose(self, budget: Budget, problems: int | None = None, *, whole_solutions: bool = False) -> Choice:
+        """The entry run for ``budget`` (``problems``: the size of the search, for
+        ``max_seconds``; ``whole_solutions``: only entries that sample whole solutions)."""
+        table = self.table()
+        if not whole_solutions:
+            return choose(table, budget, problems)
+        keep = [k for k, e in enumerate(table.entries) if not requires_steps(self._build(e))]
+        picked = choose(dataclasses.replace(table, entries=tuple(table.entries[k] for k in keep)), budget, problems)
+        return dataclasses.replace(picked, index=keep[picked.index])
 
     def describe(self, budget: Budget) -> dict[str, Any]:
         """The choice for ``budget`` as JSON (for a harness's model info)."""
@@ -133,12 +142,14 @@ class Auto(Strategy):
         check_prm(self, prm is not None)
         check_policy(self, policy)
         table = self.table()
-        choice = self.choose(budget, len(problems))
+        whole = bool(getattr(policy, "whole_solutions", False))
+        choice = self.choose(budget, len(problems), whole_solutions=whole)
         inner = self._build(choice.entry)
         run_budget = Budget(n=choice.entry.n, max_policy_tokens=budget.max_policy_tokens,
                             max_seconds=budget.max_seconds)
         results: list[SearchResult] = inner.search(problems, policy, prm, run_budget)
-        record = {"table": table.source, "table_sha256": table.sha256, **choice.to_json()}
+        record = {"table": table.source, "table_sha256": table.sha256, **choice.to_json(),
+                  **({"whole_solutions_only": True} if whole else {})}
         for result in results:
             result.trace = {**result.trace, "auto": record}
             result.strategy = self.name

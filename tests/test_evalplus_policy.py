@@ -22,7 +22,7 @@ from prm_plugin.search import Budget, Problem
 
 POLICY = str(world.paths()["policy"])
 PRM = str(world.paths()["prm"])
-STEP_LEVEL = ("beam", "mcts", "particle_filter", "dvts", "auto")
+STEP_LEVEL = ("beam", "mcts", "particle_filter", "dvts")
 
 
 def _chat(answers: list[str]) -> Any:
@@ -95,6 +95,22 @@ def test_greedy_asks_once_and_repeats_and_unknown_counts_are_reported_not_invent
     assert len(result.candidates) == 3 and len({c.text("\n\n") for c in result.candidates}) == 1
     # no tokenizer: EvalPlus returns text only, so the counts are recorded as unknown
     assert result.cost.policy_generated_tokens == 0 and session.config["policy_tokens"] == "unknown"
+
+
+def test_auto_chooses_among_whole_solution_entries_and_refuses_a_table_without_any(tmp_path: Path):
+    from prm_plugin.calibration import Entry, table_json
+
+    with running(Stub(_chat(ANSWERS))) as stub:
+        session = _session(stub, strategy="auto", n=16, prm=ArithPRM())
+        (result,) = session.search([_problem()])
+        record = result.trace["auto"]
+        # the shipped table's best entry at n <= 16 is step-level (dvts); a whole-solution one runs
+        assert record["strategy"] in ("bon", "majority", "greedy") and record["whole_solutions_only"] is True
+        steps_only = tmp_path / "steps_only.json"
+        steps_only.write_text(json.dumps(table_json(
+            [Entry("beam", {"beam_width": 2}, 4, 0.9, 100.0, 0.1)], {"tasks": ["t"]})))
+        with pytest.raises(ValueError, match="Strategy 'auto'.*returns whole solutions only"):
+            _session(stub, strategy="auto", n=4, table=str(steps_only), prm=ArithPRM())
 
 
 @pytest.mark.parametrize("strategy", STEP_LEVEL)
