@@ -170,3 +170,12 @@ def test_padding_copies_point_at_the_real_request():
     assert [(j.repeat, j.padding_of) for j in jobs] == [(0, None), (0, None), (1, None), (0, 1), (1, 2)]
     # a single process may repeat a request freely: every copy is its own search
     assert [j.padding_of for j in builder.build([one, one], padded=False)] == [None, None]
+
+
+def test_in_process_vllm_is_refused_under_several_ranks(monkeypatch):
+    from prm_plugin.integrations import lm_eval as module
+    from prm_plugin.integrations.ranks import Ranks
+
+    monkeypatch.setattr(module.Ranks, "detect", classmethod(lambda cls, device=None: Ranks(rank=1, world_size=2)))
+    with pytest.raises(ValueError, match="data-parallel launch.*policy=openai"):
+        module.PRMGuidedLM(policy="vllm", pretrained="unused", strategy="greedy")

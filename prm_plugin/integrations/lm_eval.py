@@ -89,6 +89,13 @@ class PRMGuidedLM(LM):
             self.accelerator = self.ranks.accelerator
             self._device = self.ranks.device
         named = {k: v for k, v in (("policy", policy), ("prm", prm), ("strategy", strategy)) if isinstance(v, str)}
+        if self.ranks.distributed and "vllm" in (named.get("policy"), model_args.get("prm_backend")):
+            raise ValueError(
+                "prm_guided: policy=vllm / prm_backend=vllm cannot run under a data-parallel launch: every "
+                "rank's in-process vLLM engine would take the same GPUs. Serve the models instead (`vllm "
+                "serve`) and point the ranks at them (policy=openai,base_url=...,prm=http://...), or run "
+                "one process."
+            )
         self.session = SearchSession.build(
             {**named, **model_args}, harness="lm-eval",
             policy=None if isinstance(policy, str) else policy,
