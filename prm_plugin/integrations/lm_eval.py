@@ -27,6 +27,15 @@ the process exits with status 3 once lm-eval has written its results (``strict=t
 the first failure stops the run). Ctrl-C or SIGTERM stops the run between batches:
 finished batches are in the store, the traces of finished problems are written (valid
 JSONL), and a rerun with ``resume=true`` completes the run.
+
+Data parallel (``accelerate launch -m lm_eval --model prm_guided ...``): each rank loads
+its own policy and PRM on its own device (``prm_plugin.integrations.ranks``), searches the
+share of docs lm-eval gives it, and lm-eval gathers the samples and metrics on rank 0, as
+for ``hf``. A problem's seeds depend on the problem (its prompt text and repeat index),
+never on its rank or batch, so the answers are those of a single-process run. Each rank
+writes ``<task>.rank<r>.traces.jsonl`` and its own store file, and reads every rank's
+store file, so a run resumes under any number of ranks; when all ranks are done, rank 0
+writes the merged ``<task>.traces.jsonl`` and ``cost_summary.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from prm_plugin.integrations import _lm_eval_hook
 from prm_plugin.integrations.faults import FAILURES, Interrupts, interruptible
 from prm_plugin.integrations.lm_eval_backends import Backends
 from prm_plugin.integrations.lm_eval_jobs import Job, JobBuilder
+from prm_plugin.integrations.ranks import Ranks
 from prm_plugin.integrations.result_store import ResultStore, request_key
 from prm_plugin.integrations.search_session import SearchSession
 from prm_plugin.integrations.traces import CostSummary, TraceWriter
@@ -72,17 +82,34 @@ class PRMGuidedLM(LM):
 
     def __init__(self, policy: Any = "hf", prm: Any = None, strategy: Any = "bon", **model_args: Any) -> None:
         super().__init__()
+        # before the models load: each data-parallel rank places them on its own device
+        self.ranks = Ranks.detect(model_args.get("device"))
+        self._rank, self._world_size = self.ranks.rank, self.ranks.world_size
+        if self.ranks.distributed:
+            self.accelerator = self.ranks.accelerator
+            self._device = self.ranks.device
         named = {k: v for k, v in (("policy", policy), ("prm", prm), ("strategy", strategy)) if isinstance(v, str)}
+        if self.ranks.distributed and "vllm" in (named.get("policy"), model_args.get("prm_backend")):
+            raise ValueError(
+                "prm_guided: policy=vllm / prm_backend=vllm cannot run under a data-parallel launch: every "
+                "rank's in-process vLLM engine would take the same GPUs. Serve the models instead (`vllm "
+                "serve`) and point the ranks at them (policy=openai,base_url=...,prm=http://...), or run "
+                "one process."
+            )
         self.session = SearchSession.build(
             {**named, **model_args}, harness="lm-eval",
             policy=None if isinstance(policy, str) else policy,
             prm=None if prm is None or isinstance(prm, str) else prm,
             strategy=None if isinstance(strategy, str) else strategy,
+            placement=self.ranks.placement if self.ranks.distributed else None,
         )
         s = self.settings
         folder = Path(s.trace_path) if s.trace_path else None
-        self.traces = TraceWriter(folder) if folder else None
-        self.store = ResultStore(folder / "store", self.config_fingerprint, self.config) if folder else None
+        shard = self.ranks.shard
+        self.traces = TraceWriter(folder, shard=shard) if folder else None
+        self.store = ResultStore(folder / "store", self.config_fingerprint, self.config, shard=shard) \
+            if folder else None
+        self._all_costs = self.session.costs  # every rank's costs (rank 0, once the ranks are merged)
         self._jobs = JobBuilder(question_field=s.question_field, default_domain=s.domain,
                                 default_max_gen_toks=s.max_gen_toks, eos=self.backends.eos_string())
         self._warned_stops: set[str] = set()
@@ -117,11 +144,22 @@ class PRMGuidedLM(LM):
     def costs(self) -> CostSummary:
         return self.session.costs
 
+    # -- data parallel: what lm-eval's evaluator calls (see ``Ranks``) -------------
+    def all_gather(self, tensor: Any) -> Any:
+        return self.ranks.all_gather(tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        return self.ranks.gather_object(obj, dst)
+
+    def barrier(self) -> None:
+        self.ranks.barrier()
+
     # -- lm-eval API -------------------------------------------------------------
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        jobs = self._jobs.build(list(requests))
-        texts: list[str | None] = [None] * len(jobs)
-        records: list[dict[str, Any] | None] = [None] * len(jobs)
+        built = self._jobs.build(list(requests), padded=self.ranks.distributed)
+        jobs = [job for job in built if job.padding_of is None]  # lm-eval's padding is not searched
+        texts: list[str | None] = [None] * len(built)
+        records: list[dict[str, Any] | None] = [None] * len(built)
         todo = []
         for job in jobs:
             job.key = request_key(self.config_fingerprint, job.context, job.gen_kwargs,
@@ -149,11 +187,11 @@ class PRMGuidedLM(LM):
                                "Rerun with resume=true to complete the run.", len(finished), len(jobs),
                                self.store.path if self.store else "no store (set trace_path= to resume)")
                 raise
-        for job in jobs:
-            done = records[job.index]
+        for job in built:
+            done = records[job.index if job.padding_of is None else job.padding_of]
             assert done is not None
             texts[job.index] = done["text"]
-        self._report(jobs, records)
+        self._report(jobs, records, merge=True)
         return [t if t is not None else "" for t in texts]
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -188,7 +226,7 @@ class PRMGuidedLM(LM):
     def get_model_info(self) -> dict[str, Any]:
         """Run-level settings and the cost summary, merged into lm-eval's results JSON."""
         return {"prm_guided": {**self.config, "config_fingerprint": self.config_fingerprint,
-                               "cost_summary": self.costs.summary()}}
+                               "world_size": self.world_size, "cost_summary": self._all_costs.summary()}}
 
     # -- search ------------------------------------------------------------------
     def _batches(self, jobs: list[Job]) -> list[list[Job]]:
@@ -232,7 +270,9 @@ class PRMGuidedLM(LM):
                 job.task, clash[0], delimiter,
             )
 
-    def _report(self, jobs: list[Job], records: Sequence[dict[str, Any] | None]) -> None:
+    def _report(self, jobs: list[Job], records: Sequence[dict[str, Any] | None], merge: bool = False) -> None:
+        """Costs, traces and the cost table of ``jobs``; ``merge``: the end of a complete
+        ``generate_until``, where every rank gets here and rank 0 merges the ranks' reports."""
         lines: dict[str, list[dict[str, Any]]] = {}
         for job in jobs:
             record = records[job.index]
@@ -247,11 +287,38 @@ class PRMGuidedLM(LM):
         if self.traces is not None:
             for task, task_lines in lines.items():
                 self.traces.write(task, task_lines)
-            self.costs.write(self.traces.folder / "cost_summary.json")
-        if jobs:
-            print(f"\nprm_guided cost summary ({self._strategy_name()}, n={self.budget.n}):\n{self.costs.table()}\n")
+            shard = f".{self.ranks.shard}" if self.ranks.shard else ""
+            self.costs.write(self.traces.folder / f"cost_summary{shard}.json")
+        if merge and self.ranks.distributed:
+            self._merge_ranks(lines)
+        elif jobs:
+            where = f" rank {self.rank} of {self.world_size}" if self.ranks.distributed else ""
+            print(f"\nprm_guided cost summary ({self._strategy_name()}, n={self.budget.n}{where}):\n"
+                  f"{self.costs.table()}\n")
         if self.session.failures:
             logger.error(FAILURES.summary(self.session.failures))
+
+    def _merge_ranks(self, lines: dict[str, list[dict[str, Any]]]) -> None:
+        """Rank 0 gathers every rank's costs and trace lines, writes the merged
+        ``cost_summary.json`` and ``<task>.traces.jsonl`` and prints the merged table."""
+        parts = self.ranks.gather_object({"costs": self.costs.state(),
+                                          "lines": lines if self.traces is not None else {}})
+        if parts is None:  # not rank 0
+            return
+        merged = CostSummary()
+        by_task: dict[str, list[dict[str, Any]]] = {}
+        for part in parts:
+            merged.absorb(part["costs"])
+            for task, task_lines in part["lines"].items():
+                by_task.setdefault(task, []).extend(task_lines)
+        self._all_costs = merged
+        if self.traces is not None:
+            for task, task_lines in by_task.items():
+                self.traces.write_merged(task, task_lines, self.world_size)
+            merged.write(self.traces.folder / "cost_summary.json")
+        if merged.summary():
+            print(f"\nprm_guided cost summary ({self._strategy_name()}, n={self.budget.n}, "
+                  f"{self.world_size} ranks):\n{merged.table()}\n")
 
     def _strategy_name(self) -> str:
         return self.session.strategy_name

@@ -4,6 +4,11 @@ lm-eval hands the model one ``Instance`` per sample, repeated ``repeats`` times 
 the request list (the same object each time). Each occurrence becomes one ``Job``:
 its own search, with the strategy seed offset by the repeat index so repeats are
 independent samples rather than copies.
+
+Under data parallelism lm-eval pads a rank that has fewer requests than the others with
+extra copies of its last request (so every rank runs the same number of batches); a
+copy beyond the request's ``repeats`` is such padding (only then: a single process may repeat a request freely). It is marked (``Job.padding_of``)
+and answered with the real request's answer instead of being searched again.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Job:
     temperature: float | None  # from gen_kwargs when they ask for sampling, else the doc's prm_temperature
     top_p: float | None
     key: str = ""
+    #: lm-eval's padding: the index of the job this copy repeats (not searched); else None.
+    padding_of: int | None = None
 
     @property
     def prompt_hash(self) -> str:
@@ -106,13 +113,23 @@ class JobBuilder:
         self.eos = eos
         self._warned: set[str] = set()
 
-    def build(self, requests: list[Any]) -> list[Job]:
+    def build(self, requests: list[Any], padded: bool = False) -> list[Job]:
+        """One job per request; ``padded``: the list may hold lm-eval's data-parallel padding
+        (copies beyond a request's ``repeats``), which becomes ``padding_of`` jobs."""
         seen: Counter[int] = Counter()
+        first: dict[tuple[int, int], int] = {}
         jobs = []
         for index, req in enumerate(requests):
             repeat = seen[id(req)]
             seen[id(req)] += 1
-            jobs.append(self._job(index, req, repeat))
+            repeats = getattr(req, "repeats", None)
+            if padded and isinstance(repeats, int) and 1 <= repeats <= repeat:
+                job = self._job(index, req, repeat % repeats)
+                job.padding_of = first[(id(req), repeat % repeats)]
+            else:
+                job = self._job(index, req, repeat)
+                first[(id(req), repeat)] = index
+            jobs.append(job)
         return jobs
 
     def _job(self, index: int, req: Any, repeat: int) -> Job:

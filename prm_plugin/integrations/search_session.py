@@ -27,7 +27,7 @@ import importlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,8 @@ class SearchSession:
 
     @classmethod
     def build(cls, args: Mapping[str, Any], *, harness: str, unused: Iterable[str] = (),
-              policy: Any = None, prm: Any = None, strategy: Any = None) -> SearchSession:
+              policy: Any = None, prm: Any = None, strategy: Any = None,
+              placement: Callable[[str | None], str | None] | None = None) -> SearchSession:
         """Build from model_args (``parse_model_args`` output or a dict).
 
         Args:
@@ -137,6 +138,9 @@ class SearchSession:
             harness: names the caller in error messages (``"EvalPlus"``, ...).
             unused: ``ModelSettings`` keys this harness has no use for; giving one is an error.
             policy / prm / strategy: objects that replace the named ones (Python use).
+            placement: a callable ``device= setting -> device`` choosing where the native
+                policy and PRM go (a data-parallel rank's own GPU); the configuration (and so
+                the resume fingerprint) keeps ``device=`` as given.
         """
         from prm_plugin.plugins import get_strategy
 
@@ -162,8 +166,9 @@ class SearchSession:
             policy = load_object(s.policy, {**extra, **split.policy_kwargs})
         if prm is None and is_object_spec(s.prm):
             prm = load_object(str(s.prm), split.prm_kwargs)
+        placed = s if placement is None else dataclasses.replace(s, device=placement(s.device))
         backends = build_backends(
-            s, split, policy_obj=policy, prm_obj=prm, needs_prm=requires_prm(strategy),
+            placed, split, policy_obj=policy, prm_obj=prm, needs_prm=requires_prm(strategy),
             strategy_name=str(getattr(strategy, "name", type(strategy).__name__)),
             step_delimiter=getattr(getattr(strategy, "params", None), "step_delimiter", None),
         )
@@ -270,7 +275,7 @@ class SearchSession:
             "budget": dataclasses.asdict(self.budget), "seed": getattr(params, "seed", None),
             "question_field": s.question_field, "domain": s.domain, "max_gen_toks": s.max_gen_toks,
             "on_overflow": s.on_overflow,
-            "device": s.device, "dtype": s.dtype,
+            "device": split.settings.device, "dtype": s.dtype,  # as given, not a rank's own GPU
             "policy_kwargs": split.policy_kwargs, "prm_kwargs": split.prm_kwargs,
             "wrapped_model_args": split.passthrough,
             "tokenizer": s.tokenizer, "prm_tokenizer": s.prm_tokenizer,

@@ -3,6 +3,10 @@
 Trace lines are keyed by lm-eval's own ``prompt_hash`` (sha256 of the request's
 context string, as in ``--log_samples`` output), so a trace joins its sample with
 ``jq``/pandas on ``prompt_hash`` (plus ``repeat`` when a task asks for repeats).
+
+Under data parallelism each rank writes its own ``<task>.rank<r>.traces.jsonl`` as it
+goes, and rank 0 writes the merged ``<task>.traces.jsonl`` (every rank's lines, in doc
+order) once all ranks have finished.
 """
 
 from __future__ import annotations
@@ -26,24 +30,46 @@ def _safe_name(task: str) -> str:
 
 
 class TraceWriter:
-    """Writes ``<folder>/<task>.traces.jsonl``; each file is rewritten once per model
-    instance (a resumed run re-emits finished problems from the result store, so the
-    file always holds exactly the run's samples)."""
+    """Writes ``<folder>/<task>.traces.jsonl`` (``<task>.<shard>.traces.jsonl`` for a
+    data-parallel rank's own lines); each file is rewritten once per model instance (a
+    resumed run re-emits finished problems from the result store, so the file always
+    holds exactly the run's samples)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, shard: str | None = None) -> None:
         self.folder = Path(folder)
-        self._started: set[str] = set()
+        self.shard = shard
+        self._started: set[tuple[str, str | None]] = set()
 
-    def path(self, task: str) -> Path:
-        return self.folder / f"{_safe_name(task)}.traces.jsonl"
+    def path(self, task: str, shard: str | None = None) -> Path:
+        return self.folder / f"{_safe_name(task)}{f'.{shard}' if shard else ''}.traces.jsonl"
 
     def write(self, task: str, lines: list[dict[str, Any]]) -> None:
+        """Add this writer's lines for ``task``."""
+        if self.shard is None and (task, None) not in self._started:
+            self._drop_rank_files(task, 0)  # a single process: any rank's file is an older run's
+        self._write(task, self.shard, lines)
+
+    def write_merged(self, task: str, lines: list[dict[str, Any]], world_size: int) -> None:
+        """Rank 0: add every rank's lines to ``<task>.traces.jsonl`` in doc order (the first
+        time, also remove the per-rank files a run with more ranks left behind)."""
+        if (task, None) not in self._started:
+            self._drop_rank_files(task, world_size)
+        self._write(task, None, sorted(lines, key=lambda x: (x.get("doc_id") or 0, x.get("repeat") or 0)))
+
+    def _drop_rank_files(self, task: str, world_size: int) -> None:
+        prefix = f"{_safe_name(task)}.rank"
+        for stale in self.folder.glob(f"{prefix}*.traces.jsonl"):
+            rank = stale.name[len(prefix):-len(".traces.jsonl")]
+            if not rank.isdigit() or int(rank) >= world_size:
+                stale.unlink(missing_ok=True)
+
+    def _write(self, task: str, shard: str | None, lines: list[dict[str, Any]]) -> None:
         if not lines:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        mode = "a" if task in self._started else "w"
-        self._started.add(task)
-        with self.path(task).open(mode, encoding="utf-8") as f:
+        mode = "a" if (task, shard) in self._started else "w"
+        self._started.add((task, shard))
+        with self.path(task, shard).open(mode, encoding="utf-8") as f:
             for line in lines:
                 f.write(json.dumps(line, ensure_ascii=False, default=repr) + "\n")
 
@@ -83,6 +109,16 @@ class CostSummary:
         s["prm"] += cost.get("prm_tokens", 0)
         s["unique"] += cost.get("unique_tokens", 0)
         s["seconds"] += seconds
+
+    def state(self) -> dict[str, dict[str, float]]:
+        """The raw sums, to send to another rank (``absorb``)."""
+        return {task: dict(sums) for task, sums in self._sums.items()}
+
+    def absorb(self, state: dict[str, dict[str, float]]) -> None:
+        """Add another ``CostSummary``'s ``state()`` (another rank's problems) to this one."""
+        for task, sums in state.items():
+            for key, value in sums.items():
+                self._sums[task][key] += value
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per task: problems, resumed, mean policy tokens (prefilled + generated),
