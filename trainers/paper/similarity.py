@@ -19,7 +19,8 @@ the PRM's training data than the ones it rejects? Because the loss uses true lab
 and wrong responses differ in gradient for that reason alone, so the gap is also reported
 among correct responses only. (2) The PRMs themselves: the mean cosine of the arithmetic
 and the code-like PRMs' gradients on the same held-out rows, against two baselines, two
-arithmetic PRMs of different seeds and a PRM against an untrained (random) head.
+arithmetic PRMs trained on different problems (seed + 1) and each PRM against the untrained
+PRM every one of them started from (the backbone with the same seeded random head).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ FORMULA = (
 #: name -> (training domains, seed offset); "arith_b" is the same-domain, other-seed baseline
 TRAINED: dict[str, tuple[tuple[str, ...], int]] = {"arith": (("arith",), 0), "codelike": (("codelike",), 0),
                                                    "arith_b": (("arith",), 1)}
-PAIRS = (("arith", "codelike"), ("arith", "arith_b"), ("arith", "random"), ("codelike", "random"))
+PAIRS = (("arith", "codelike"), ("arith", "arith_b"), ("arith", "untrained"), ("codelike", "untrained"))
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ def loss_gradient(model: Any, input_ids: Sequence[int], labels: Sequence[float])
     ``prm_plugin.trainers.tokenize.tokenize_row``). Every parameter that requires a gradient
     contributes, in ``model.parameters()`` order; the model's own gradients are left untouched.
     """
+    return gradient_and_scores(model, input_ids, labels)[0]
+
+
+def gradient_and_scores(model: Any, input_ids: Sequence[int], labels: Sequence[float]) -> tuple[Any, list[float]]:
+    """``loss_gradient`` and, from the same forward pass, P(correct) at each labelled step."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -91,10 +97,11 @@ def loss_gradient(model: Any, input_ids: Sequence[int], labels: Sequence[float])
     mask = target != -100
     if not bool(mask.any()):
         raise ValueError("the row has no labelled step: its loss (and gradient) is undefined")
-    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids))["logits"]
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), target[mask])
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids))["logits"][mask].float()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target[mask])
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+    flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+    return flat, torch.sigmoid(logits.detach()).tolist()
 
 
 def unit(vector: Any) -> Any:
@@ -234,10 +241,11 @@ def run_similarity(out: Path, settings: SimilaritySettings, log: Any = print) ->
     for name, (domains, offset) in TRAINED.items():
         rows[name] = training_rows(domains, settings.train_rows, settings.seed + offset, held_out)
         log(f"[similarity] training the {name} PRM: {len(rows[name])} rows, {settings.training().max_steps} steps")
+        torch.manual_seed(settings.seed)  # the head is drawn before the trainer seeds: every PRM starts alike
         training[name] = train_prm(out / "prms" / name, world["policy"], rows[name], settings.training(offset))
     models: dict[str, Any] = {n: ValueHeadPRM.from_pretrained(str(out / "prms" / n)).eval() for n in TRAINED}
     torch.manual_seed(settings.seed)
-    models["random"] = ValueHeadPRM.from_backbone(str(world["policy"]), step_separator="\n\n").eval()
+    models["untrained"] = ValueHeadPRM.from_backbone(str(world["policy"]), step_separator="\n\n").eval()
 
     # (2) the PRMs themselves, on held-out error-model rows none of them was trained on
     seen = held_out | {r["prompt"] for rs in rows.values() for r in rs}
@@ -271,17 +279,18 @@ def run_similarity(out: Path, settings: SimilaritySettings, log: Any = print) ->
     results: dict[str, dict[str, Any]] = {}
     for name in TRAINED:
         model = models[name]
-        refs = {d: mean_direction([loss_gradient(model, e["input_ids"], e["labels"])
-                                   for e in map(encode, rows[src][: settings.reference_rows]) if e])
-                for d, src in (("own", name), ("arith", "arith"), ("codelike", "codelike"))}
+        by_source = {src: mean_direction([loss_gradient(model, e["input_ids"], e["labels"])
+                                          for e in map(encode, rows[src][: settings.reference_rows]) if e])
+                     for src in dict.fromkeys((name, "arith", "codelike"))}
+        refs = {"own": by_source[name], "arith": by_source["arith"], "codelike": by_source["codelike"]}
         results[name] = {"trained_on": "+".join(TRAINED[name][0]), "training": training[name]}
         for domain, groups_ in candidates.items():
             scored: dict[str, list[list[tuple[float, float, bool]]]] = {k: [] for k in refs}
             for group in groups_:
                 per: dict[str, list[tuple[float, float, bool]]] = {k: [] for k in refs}
                 for enc, correct in group:
-                    score = min(step_scores(model, enc["input_ids"], enc["labels"]))
-                    g = unit(loss_gradient(model, enc["input_ids"], enc["labels"]))
+                    grad, probs = gradient_and_scores(model, enc["input_ids"], enc["labels"])
+                    score, g = min(probs), unit(grad)
                     for k, ref in refs.items():
                         per[k].append((score, float((g * ref).sum()), correct))
                 for k in refs:
