@@ -221,11 +221,10 @@ def run_similarity(out: Path, settings: SimilaritySettings, log: Any = print) ->
     import torch
 
     from prm_plugin.world import load_set, paths
-    from prm_plugin.world.tokenizer import build_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    world, tokenizer = paths(), build_tokenizer()
+    world = paths()
 
     held_out = {p.question for s in ("arith_test", "arith_val", "codelike_test") for p in load_set(s)}
     rows: dict[str, list[dict[str, Any]]] = {}
