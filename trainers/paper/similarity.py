@@ -118,7 +118,7 @@ def cosine(a: Any, b: Any) -> float:
     ...                                                                   torch.tensor([-3.0, 0.0]))
     (1.0, -1.0)
     """
-    return float((unit(a) * unit(b)).sum())
+    return max(-1.0, min(1.0, float((unit(a) * unit(b)).sum())))  # float32 rounding can pass 1
 
 
 def mean_direction(gradients: Sequence[Any]) -> Any:
