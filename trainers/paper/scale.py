@@ -11,7 +11,7 @@ Each PRM guides best-of-N with the shipped policy on ``arith_test``, and its ste
 error-step F1 are measured against the true labels on the policy's own samples. During
 training a ``TrainerCallback`` records both F1s on a fixed held-out set of labelled rows
 every ``eval_every`` steps; ``take_off`` computes where each curve first passes halfway
-from its start to its end.
+from what calling every step correct scores to where the curve ends.
 """
 
 from __future__ import annotations
@@ -60,11 +60,14 @@ class ScaleSettings:
                                 learning_rate=self.learning_rate, seed=self.seed)
 
 
-def take_off(points: Sequence[tuple[int, float]], fraction: float = 0.5, min_rise: float = 0.02) -> int | None:
+def take_off(
+    points: Sequence[tuple[int, float]], start: float | None = None, fraction: float = 0.5, min_rise: float = 0.02,
+) -> int | None:
     """The first step whose value exceeds ``start + fraction * (end - start)``.
 
-    ``points`` are (step, value) in step order; NaN counts as 0. ``None`` when the curve
-    never takes off: it ends less than ``min_rise`` above where it started.
+    ``points`` are (step, value) in step order; NaN counts as 0. ``start`` defaults to the
+    first point's value (``run_scale`` passes what calling every step correct scores).
+    ``None`` when the curve never takes off: it ends less than ``min_rise`` above ``start``.
 
     >>> take_off([(0, 0.1), (4, 0.2), (8, 0.6), (12, 0.9)])
     8
@@ -74,7 +77,7 @@ def take_off(points: Sequence[tuple[int, float]], fraction: float = 0.5, min_ris
     if not points:
         return None
     values = [0.0 if math.isnan(v) else v for _, v in points]
-    start, end = values[0], values[-1]
+    start, end = values[0] if start is None else start, values[-1]
     if end - start < min_rise:
         return None
     bar = start + fraction * (end - start)
@@ -165,6 +168,7 @@ def reproduce(out: Path, *, quick: bool = False, limit: int | None = None, seed:
         ss = replace(ss, limit=limit)
     report = run_scale(out, ss)
     report["summary"] = (f"sizes: {report['sizes']}\nfairness: {report['fairness']}\n{report['table']}\n"
+                         f"held-out F1s of calling every step correct: {report['held_out_all_correct']}\n"
                          f"per doubling of parameters: {json.dumps(report['gains_per_doubling'])}")
     return report
 
@@ -173,6 +177,7 @@ def run_scale(out: Path, settings: ScaleSettings, log: Callable[..., Any] = prin
     """Train one PRM per size (recording its curve), evaluate each, write ``scale.json`` and ``scale.png``."""
     from prm_plugin.policy.hf import HFPolicy
     from prm_plugin.prm import load_prm
+    from prm_plugin.trainers.metrics import step_metrics
     from prm_plugin.trainers.paper.runs import run_strategy
     from prm_plugin.trainers.world.figures import prm_step_metrics
     from prm_plugin.trainers.world.labels import sample_solution_rows
@@ -189,6 +194,9 @@ def run_scale(out: Path, settings: ScaleSettings, log: Callable[..., Any] = prin
     # other problem seeds (training_rows offsets them by the seed), none of the training questions
     eval_rows = training_rows(("arith",), settings.eval_rows, settings.seed + 1000,
                               held_out | {r["prompt"] for r in rows})
+    # what a head that calls every step correct scores: the floor a curve must clear to mean learning
+    floor = step_metrics([([1.0] * len(r["labels"]), r["labels"]) for r in eval_rows])
+    constant = {m: round(floor[m], 4) for m in CURVE_METRICS}
     sizes: list[dict[str, Any]] = []
     for k in settings.layers:
         name = f"{k} layer" + ("s" if k > 1 else "")
@@ -200,7 +208,9 @@ def run_scale(out: Path, settings: ScaleSettings, log: Callable[..., Any] = prin
         curve = recorder.points
         sizes.append({"name": name, "layers": k, "parameters": train.pop("parameters"), "training": train,
                       "curve": curve, "final": {m: curve[-1][m] for m in CURVE_METRICS},
-                      "take_off": {m: take_off([(p["step"], p[m]) for p in curve]) for m in CURVE_METRICS}})
+                      "take_off": {m: take_off([(p["step"], p[m]) for p in curve], constant[m]) for m in CURVE_METRICS},
+                      "take_off_from_first_point": {m: take_off([(p["step"], p[m]) for p in curve])
+                                                    for m in CURVE_METRICS}})
     policy = HFPolicy.from_pretrained(str(world["policy"]), batch_size=256)
     sp = search_problems(tokenizer, problems)
     samples = sample_solution_rows(policy, tokenizer, problems, samples=settings.metric_samples,
@@ -216,18 +226,21 @@ def run_scale(out: Path, settings: ScaleSettings, log: Callable[..., Any] = prin
     report = {"experiment": "scale", "paper": "arXiv 2506.00027 Figs 1-2", "labels": LABELS, "sizes": SIZES,
               "fairness": (f"every PRM: the same {len(rows)} rows in the same order, {training.max_steps} "
                            f"optimizer steps of batch {settings.batch}, learning rate {settings.learning_rate}"),
-              "take_off_rule": "first evaluated step above halfway from the curve's first point to its last; "
-                               "never when it ends less than 0.02 above its start",
+              "take_off_rule": ("take_off: the first evaluated step above halfway from what calling every step "
+                                "correct scores on the held-out rows (held_out_all_correct) to the curve's last "
+                                "point; never when the curve ends less than 0.02 above that. "
+                                "take_off_from_first_point: the same from the curve's first point (the fresh "
+                                "head's F1, which depends on its initialisation, not on learning)"),
               "settings": asdict(settings), "problems": len(problems), "eval_rows": len(eval_rows),
-              "results": sizes,
+              "held_out_all_correct": constant, "results": sizes,
               "gains_per_doubling": {k: gains(sizes, k) for k in ("bon", "step_f1", "error_step_f1")},
               "table": scale_table(sizes, settings.n), "seconds": round(time.perf_counter() - t0, 1)}
     (out / "scale.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_scale(sizes, settings.n, out / "scale.png")
+    plot_scale(sizes, settings.n, out / "scale.png", constant["step_f1"])
     return report
 
 
-def plot_scale(sizes: Sequence[dict[str, Any]], n: int, path: Path) -> Path:
+def plot_scale(sizes: Sequence[dict[str, Any]], n: int, path: Path, constant_step_f1: float | None = None) -> Path:
     """Two panels: the figures against parameters (log x), and held-out F1 against training step."""
     import matplotlib
 
@@ -253,6 +266,8 @@ def plot_scale(sizes: Sequence[dict[str, Any]], n: int, path: Path) -> Path:
         right.plot(steps, [p["step_f1"] for p in s["curve"]], color=color, linestyle=":")
         if s["take_off"]["error_step_f1"] is not None:
             right.axvline(s["take_off"]["error_step_f1"], color=color, linestyle="--", alpha=0.5)
+    if constant_step_f1 is not None:
+        right.axhline(constant_step_f1, color="grey", linestyle=":", alpha=0.7, label="every step called correct")
     right.set_xlabel("optimizer step")
     right.set_ylabel("held-out F1 (solid: error steps; dotted: steps)")
     right.set_ylim(0, 1.02)
