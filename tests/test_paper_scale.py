@@ -41,6 +41,7 @@ def test_curves_that_never_take_off() -> None:
 
 def test_take_off_counts_nan_as_zero() -> None:
     assert take_off([(0, math.nan), (4, 0.2), (8, 0.9)]) == 8
+    assert take_off([(0, 0.3), (4, 0.2), (8, 0.9)], start=math.nan) == 8  # an F1 with nothing to count
 
 
 def test_gains_per_doubling_and_the_table() -> None:
@@ -67,7 +68,7 @@ def test_tiny_scale_run_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from prm_plugin.trainers.paper.scale import run_scale
 
-    settings = ScaleSettings(train_rows=12, batch=4, epochs=1.0, eval_every=2, eval_rows=4, n=2, limit=1,
+    settings = ScaleSettings(train_rows=12, batch=4, epochs=1.0, eval_every=2, eval_rows=8, n=2, limit=1,
                              metric_samples=1)
     report = run_scale(tmp_path, settings, log=lambda *_: None)
     doc = json.loads((tmp_path / "scale.json").read_text())
@@ -88,7 +89,7 @@ def test_tiny_scale_run_end_to_end(tmp_path: Path) -> None:
     cut = json.loads((tmp_path / "backbones" / "1" / "config.json").read_text())
     assert cut["num_hidden_layers"] == 1
     assert set(doc["gains_per_doubling"]) == {"bon", "step_f1", "error_step_f1"}
-    assert doc["problems"] == 1 and doc["eval_rows"] == 4
+    assert doc["problems"] == 1 and doc["eval_rows"] == 8
     assert set(doc["held_out_all_correct"]) == {"step_f1", "error_step_f1"}
 
 

@@ -65,8 +65,9 @@ def take_off(
 ) -> int | None:
     """The first step whose value exceeds ``start + fraction * (end - start)``.
 
-    ``points`` are (step, value) in step order; NaN counts as 0. ``start`` defaults to the
-    first point's value (``run_scale`` passes what calling every step correct scores).
+    ``points`` are (step, value) in step order; NaN (also as ``start``) counts as 0.
+    ``start`` defaults to the first point's value (``run_scale`` passes what calling every
+    step correct scores).
     ``None`` when the curve never takes off: it ends less than ``min_rise`` above ``start``.
 
     >>> take_off([(0, 0.1), (4, 0.2), (8, 0.6), (12, 0.9)])
@@ -77,7 +78,11 @@ def take_off(
     if not points:
         return None
     values = [0.0 if math.isnan(v) else v for _, v in points]
-    start, end = values[0] if start is None else start, values[-1]
+    if start is None:
+        start = values[0]
+    elif math.isnan(start):
+        start = 0.0
+    end = values[-1]
     if end - start < min_rise:
         return None
     bar = start + fraction * (end - start)
@@ -163,7 +168,7 @@ def reproduce(out: Path, *, quick: bool = False, limit: int | None = None, seed:
     """The CLI's entry: the full or ``quick`` sizes; ``limit`` arith_test problems."""
     ss = ScaleSettings(seed=seed)
     if quick:
-        ss = replace(ss, train_rows=1024, epochs=2.0, eval_every=4, eval_rows=192, n=8, limit=60, metric_samples=2)
+        ss = replace(ss, train_rows=1024, epochs=2.0, eval_every=4, eval_rows=128, n=8, limit=60, metric_samples=2)
     if limit is not None:
         ss = replace(ss, limit=limit)
     report = run_scale(out, ss)
