@@ -11,7 +11,7 @@ import pytest
 from prm_plugin.trainers.paper.scale import ScaleSettings, gains, scale_table, take_off
 
 
-def test_take_off_is_the_first_step_past_halfway() -> None:
+def test_take_off_is_where_the_curve_stays_past_halfway() -> None:
     curve = [(0, 0.2), (4, 0.25), (8, 0.5), (12, 0.7), (16, 0.8)]
     assert take_off(curve) == 12  # halfway is 0.5; 0.5 itself does not exceed it
     assert take_off(curve, fraction=0.25) == 8
@@ -19,8 +19,10 @@ def test_take_off_is_the_first_step_past_halfway() -> None:
 
 
 def test_take_off_after_a_dip() -> None:
-    # a curve can start high (a fresh head calls every step correct) and dip before rising
+    # a fresh head can start above the bar by luck and fall to the floor before it learns
     assert take_off([(0, 0.6), (4, 0.1), (8, 0.9), (12, 0.95)]) == 8
+    assert take_off([(0, 0.6), (4, 0.0), (8, 0.5), (12, 0.8)], start=0.0) == 8  # not 0
+    assert take_off([(0, 0.1), (4, 0.9), (8, 0.3), (12, 0.8)]) == 12  # it fell back below
 
 
 def test_take_off_from_a_given_start() -> None:

@@ -63,12 +63,14 @@ class ScaleSettings:
 def take_off(
     points: Sequence[tuple[int, float]], start: float | None = None, fraction: float = 0.5, min_rise: float = 0.02,
 ) -> int | None:
-    """The first step whose value exceeds ``start + fraction * (end - start)``.
+    """The first step from which the curve stays above ``start + fraction * (end - start)``.
 
     ``points`` are (step, value) in step order; NaN (also as ``start``) counts as 0.
     ``start`` defaults to the first point's value (``run_scale`` passes what calling every
     step correct scores).
     ``None`` when the curve never takes off: it ends less than ``min_rise`` above ``start``.
+    "Stays above", not "first above": a fresh head's first point can sit above the bar by
+    the luck of its initialisation and then fall to the floor before learning begins.
 
     >>> take_off([(0, 0.1), (4, 0.2), (8, 0.6), (12, 0.9)])
     8
@@ -83,10 +85,13 @@ def take_off(
     elif math.isnan(start):
         start = 0.0
     end = values[-1]
-    if end - start < min_rise:
+    if end - start < min_rise or end <= start:
         return None
     bar = start + fraction * (end - start)
-    return next(step for (step, _), v in zip(points, values) if v > bar)
+    first = len(values) - 1  # the last point is above the bar
+    while first > 0 and values[first - 1] > bar:
+        first -= 1
+    return points[first][0]
 
 
 def gains(sizes: Sequence[dict[str, Any]], key: str) -> list[float]:
@@ -105,7 +110,7 @@ def make_recorder() -> Any:
     and asks for one more evaluation after the last step when it is not on the grid."""
     from transformers import TrainerCallback
 
-    class CurveRecorder(TrainerCallback):  # type: ignore[misc]
+    class CurveRecorder(TrainerCallback):
         def __init__(self) -> None:
             self.points: list[dict[str, float]] = []
 
@@ -231,7 +236,8 @@ def run_scale(out: Path, settings: ScaleSettings, log: Callable[..., Any] = prin
     report = {"experiment": "scale", "paper": "arXiv 2506.00027 Figs 1-2", "labels": LABELS, "sizes": SIZES,
               "fairness": (f"every PRM: the same {len(rows)} rows in the same order, {training.max_steps} "
                            f"optimizer steps of batch {settings.batch}, learning rate {settings.learning_rate}"),
-              "take_off_rule": ("take_off: the first evaluated step above halfway from what calling every step "
+              "take_off_rule": ("take_off: the first evaluated step from which the curve stays above halfway "
+                                "from what calling every step "
                                 "correct scores on the held-out rows (held_out_all_correct) to the curve's last "
                                 "point; never when the curve ends less than 0.02 above that. "
                                 "take_off_from_first_point: the same from the curve's first point (the fresh "
