@@ -66,7 +66,8 @@ def test_settings_are_checked() -> None:
 
 
 def test_tiny_scale_run_end_to_end(tmp_path: Path) -> None:
-    """Three PRMs of three training steps each, one test problem: JSON and PNG written."""
+    """Three PRMs of three training steps each, one test problem: JSON and PNG written
+    (about 35 s on 2 shared CPU cores)."""
     pytest.importorskip("matplotlib")
     from prm_plugin.trainers.paper.scale import run_scale
 
