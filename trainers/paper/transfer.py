@@ -79,8 +79,16 @@ def training_rows(domains: Sequence[str], total: int, seed: int, exclude: set[st
     return [r for group in zip(*parts) for r in group] + [r for part in parts for r in part[min(per):]]
 
 
-def train_prm(path: Path, policy_path: Path, rows: list[dict[str, Any]], settings: TransferSettings) -> dict[str, Any]:
-    """Train a value-head PRM on ``rows`` for exactly ``settings.max_steps`` steps; save it to ``path``."""
+def train_prm(
+    path: Path, policy_path: Path, rows: list[dict[str, Any]], settings: TransferSettings, *,
+    eval_rows: list[dict[str, Any]] | None = None, eval_steps: int = 0, callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Train a value-head PRM on ``rows`` for exactly ``settings.max_steps`` steps; save it to ``path``.
+
+    ``policy_path`` is the backbone checkpoint. With ``eval_rows``, the trainer also evaluates
+    on them before the first step and every ``eval_steps`` steps (``callbacks``, e.g. a
+    ``TrainerCallback`` with ``on_evaluate``, see the metrics).
+    """
     import torch
 
     from prm_plugin.trainers import PRMConfig, PRMTrainer
@@ -90,13 +98,17 @@ def train_prm(path: Path, policy_path: Path, rows: list[dict[str, Any]], setting
         learning_rate=settings.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=max(1, settings.max_steps // 20), logging_steps=25, save_strategy="no", report_to="none",
         seed=settings.seed, step_separator="\n\n", max_length=256, use_cpu=not torch.cuda.is_available(),
+        **({"eval_strategy": "steps", "eval_steps": eval_steps, "eval_on_start": True,
+            "per_device_eval_batch_size": 64} if eval_rows else {}),
     )
     start = time.perf_counter()
-    trainer = PRMTrainer(model=str(policy_path), args=args, train_dataset=rows)
+    trainer = PRMTrainer(model=str(policy_path), args=args, train_dataset=rows, eval_dataset=eval_rows,
+                         callbacks=list(callbacks))
     out = trainer.train()
     trainer.save_prm(str(path))
     shutil.rmtree(path / "_run", ignore_errors=True)
     return {"steps": settings.max_steps, "rows": len(rows), "train_loss": round(float(out.training_loss), 4),
+            "parameters": sum(p.numel() for p in trainer.model.parameters()),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
