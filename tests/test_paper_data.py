@@ -94,6 +94,10 @@ def test_tiny_data_run_end_to_end(tmp_path: Path, one_thread: None) -> None:
         assert 0.0 <= res["step_f1"] <= 1.0 and res["metrics"]["n_rows"] >= 1
         q = res["label_quality"]
         assert 0.0 <= q["step_accuracy"] <= 1.0 and q["solutions"] == res["training"]["rows"]
+        assert 0.0 <= q["labelled_wrong_share"] <= 1.0 and 0.0 <= q["truly_wrong_share"] <= 1.0
+        saved = [json.loads(line) for line in (tmp_path / "rows" / f"{name}.jsonl").open()]
+        assert len(saved) == res["training"]["rows"] and all(set(r) == {"prompt", "completions", "labels"}
+                                                            for r in saved)
     assert doc["results"]["single"]["training"]["rows"] == doc["results"]["mixture"]["training"]["rows"] == 4
     assert 1 <= doc["results"]["consensus"]["training"]["rows"] <= 4
     assert doc["consensus"]["total"] == doc["label_pool"] <= 8 and "dropped_indices" not in doc["consensus"]

@@ -148,8 +148,13 @@ def label_sources(policy: Any, tokenizer: Any, s: DataSettings, exclude: set[str
     rows = {"single": single[:n], "consensus": consensus, "mixture": mix_rows(single, exact, n)}
     if s.include_truth:
         rows["truth"] = exact
-    quality = {name: label_quality([(r["labels"], truth[(r["prompt"], tuple(r["completions"]))]) for r in rs]).to_json()
-               for name, rs in rows.items()}
+    quality = {}
+    for name, rs in rows.items():
+        pairs = [(r["labels"], truth[(r["prompt"], tuple(r["completions"]))]) for r in rs]
+        steps = sum(len(t) for _, t in pairs)
+        quality[name] = label_quality(pairs).to_json() | {  # the share of negatives steers a short training
+            "labelled_wrong_share": sum(x <= 0 for lab, _ in pairs for x in lab) / steps,
+            "truly_wrong_share": sum(not x for _, t in pairs for x in t) / steps}
     cost = {a.name: {"solutions": len(pool), "rollouts": a.rollouts, "generated_tokens": a.tokens}
             for a in annotators}
     return {"rows": rows, "quality": quality, "consensus": {k: v for k, v in report.to_json().items() if k != "dropped_indices"},
@@ -213,6 +218,9 @@ def run_data(out: Path, settings: DataSettings, log: Any = print) -> dict[str, A
     log(f"[data] sampling {settings.pool} policy solutions, MC-labelling them with two annotators")
     labels = label_sources(policy, tokenizer, settings, held_out)
     seconds = {"labels": round(time.perf_counter() - t0, 1)}
+    (out / "rows").mkdir(exist_ok=True)
+    for name, rows in labels["rows"].items():  # every PRM's training rows, to inspect
+        (out / "rows" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     t0_, t1_ = settings.temperatures
     results: dict[str, dict[str, Any]] = {}
     prms: dict[str, str] = {}
