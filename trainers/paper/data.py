@@ -200,6 +200,8 @@ def reproduce(out: Path, *, quick: bool = False, limit: int | None = None, seed:
 
 def run_data(out: Path, settings: DataSettings, log: Any = print) -> dict[str, Any]:
     """Label, train every PRM, evaluate; write ``data.json`` and ``data.png`` into ``out``."""
+    from transformers import set_seed
+
     from prm_plugin.policy.hf import HFPolicy
     from prm_plugin.prm import load_prm
     from prm_plugin.trainers.paper.runs import run_strategy
@@ -226,6 +228,9 @@ def run_data(out: Path, settings: DataSettings, log: Any = print) -> dict[str, A
     prms: dict[str, str] = {}
     for name, rows in labels["rows"].items():
         log(f"[data] training the {name} PRM: {len(rows)} rows, {settings.training.max_steps} steps")
+        # The fresh value head is drawn from the global RNG before the trainer seeds it: seed here,
+        # so every PRM starts from the same head whatever ran before it (the first one did not).
+        set_seed(settings.seed)
         train = train_prm(out / "prms" / name, world["policy"], rows, settings.training)
         train["train_tokens"] = row_tokens(tokenizer, rows)
         prms[name] = str(out / "prms" / name)
