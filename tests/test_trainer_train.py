@@ -162,3 +162,16 @@ def test_default_config_and_soft_labels(lm_dir: Path, tmp_path: Path, monkeypatc
     assert sorted(x for x in trainer.train_dataset[0]["labels"] if x != -100) == [0.125, 0.75]
     with pytest.raises(PRMConfigError, match="args must be a PRMConfig"):
         PRMTrainer(model=str(lm_dir), args=object(), train_dataset=rows)  # type: ignore[arg-type]
+
+
+def test_a_fresh_value_head_depends_on_args_seed_not_on_what_ran_before(lm_dir: Path, tmp_path: Path) -> None:
+    heads = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # whatever sampling ran before the trainer was built
+        torch.rand(noise * 7)
+        trainer = PRMTrainer(model=str(lm_dir), args=cpu_args(tmp_path, max_steps=1, seed=3),
+                             train_dataset=toy_rows(4))
+        heads.append([p.detach().clone() for p in trainer.model.head.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(heads[0], heads[1], strict=True))
+    other = PRMTrainer(model=str(lm_dir), args=cpu_args(tmp_path, max_steps=1, seed=4), train_dataset=toy_rows(4))
+    assert not torch.equal(heads[0][0], next(other.model.head.parameters()))

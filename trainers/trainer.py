@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import enable_full_determinism, set_seed
 
 from prm_plugin.trainers.config import PRMConfig, PRMConfigError
 from prm_plugin.trainers.metrics import make_compute_metrics
@@ -98,6 +99,9 @@ class PRMTrainer(Trainer):
             )
         init_kwargs = args.model_init_kwargs if isinstance(args.model_init_kwargs, dict) else {}
         tokenizer = load_tokenizer(model, processing_class, hub_kwargs(init_kwargs))
+        # A fresh value head is drawn from the global RNG: seed it here, as Trainer seeds before
+        # model_init, so the same args.seed gives the same head whatever ran before.
+        enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
         prm = load_value_head_model(model, args)
         if args.disable_dropout:
             disable_dropout(prm)

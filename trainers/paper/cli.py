@@ -18,6 +18,7 @@ from pathlib import Path
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "transfer": ("transfer", "paper Table 1: PRMs trained on arithmetic, code-like or both, guiding bon and beam on both"),
     "budgets": ("budgets", "paper Figs 4-5: accuracy against tokens and seconds per strategy and budget; crossovers"),
+    "data": ("data", "paper Fig 3: PRMs trained on one annotator's MC labels, consensus-filtered labels or a mixture; bon and step F1"),
     "scale": ("scale", "paper Figs 1-2: PRMs of three sizes, accuracy and step F1 against size, training curves"),
     "similarity": ("similarity", "paper Table 2: gradient similarity of the responses a PRM selects to its training data; PRM pairs"),
 }

@@ -79,6 +79,11 @@ def training_rows(domains: Sequence[str], total: int, seed: int, exclude: set[st
     return [r for group in zip(*parts) for r in group] + [r for part in parts for r in part[min(per):]]
 
 
+def row_tokens(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> int:
+    """Tokens of the rows' question and steps, as a PRM reads them (what ``train_tokens`` records)."""
+    return sum(len(tokenizer(r["prompt"] + "\n" + "\n\n".join(r["completions"]))["input_ids"]) for r in rows)
+
+
 def train_prm(
     path: Path, policy_path: Path, rows: list[dict[str, Any]], settings: TransferSettings, *,
     eval_rows: list[dict[str, Any]] | None = None, eval_steps: int = 0, callbacks: Sequence[Any] = (),
@@ -177,8 +182,7 @@ def run_transfer(out: Path, settings: TransferSettings, log: Any = print) -> dic
         rows = training_rows(domains, settings.train_rows, settings.seed, held_out)
         log(f"[transfer] training the {name} PRM: {len(rows)} rows, {settings.max_steps} steps")
         train = train_prm(out / "prms" / name, world["policy"], rows, settings)
-        train["train_tokens"] = sum(len(tokenizer(r["prompt"] + "\n" + "\n\n".join(r["completions"]))["input_ids"])
-                                    for r in rows)
+        train["train_tokens"] = row_tokens(tokenizer, rows)
         prms[name] = str(out / "prms" / name)
         results[name] = {"trained_on": "+".join(domains), "training": train}
     if settings.include_shipped:
