@@ -30,6 +30,7 @@ from typing import Any
 from prm_plugin.trainers.aslaf import first_error
 from prm_plugin.trainers.paper.transfer import (
     TransferSettings,
+    pct,
     row_tokens,
     train_prm,
     training_rows,
@@ -176,14 +177,10 @@ def data_table(results: dict[str, dict[str, Any]], budgets: Sequence[int]) -> st
         tr, q = res.get("training"), res.get("label_quality")
         cells = [name, "—" if tr is None else f"{tr['rows']} / {tr['train_tokens']:,} / {tr['steps']}",
                  "—" if q is None else f"{q['step_accuracy']:.3f} / {q['first_error_accuracy']:.3f}"]
-        cells += [_pct(res.get("bon", {}).get(str(n))) for n in budgets]
+        cells += [pct(res.get("bon", {}).get(str(n))) for n in budgets]
         cells.append("—" if res.get("step_f1") is None else f"{res['step_f1']:.3f} / {res['error_step_f1']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
 
 
 def reproduce(out: Path, *, quick: bool = False, limit: int | None = None, seed: int = 0) -> dict[str, Any]:

@@ -139,12 +139,13 @@ def transfer_table(results: dict[str, dict[str, Any]], n: int) -> str:
             err = fig.get("error_step_f1", fig.get("metrics", {}).get("error_step_f1"))
             if err is not None:
                 f1 += f" / {err:.3f}"
-            cells += [_pct(fig.get("bon")), _pct(fig.get("beam")), f1]
+            cells += [pct(fig.get("bon")), pct(fig.get("beam")), f1]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal; None as a dash."""
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
