@@ -42,7 +42,7 @@ class TransferSettings:
     """Sizes of one transfer run (``quick`` and ``full`` are the CLI's)."""
 
     train_rows: int = 2000  # per PRM, split equally between its domains
-    epochs: float = 1.0  # every PRM takes ceil(train_rows / batch) * epochs optimizer steps
+    epochs: float = 2.0  # every PRM takes ceil(train_rows / batch) * epochs optimizer steps (126 full)
     batch: int = 32
     learning_rate: float = 1e-3
     n: int = 16
