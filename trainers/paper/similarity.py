@@ -19,7 +19,7 @@ the PRM's training data than the ones it rejects? Because the loss uses true lab
 and wrong responses differ in gradient for that reason alone, so the gap is also reported
 among correct responses only. (2) The PRMs themselves: the mean cosine of the arithmetic
 and the code-like PRMs' gradients on the same held-out rows, against two baselines, two
-arithmetic PRMs trained on different problems (seed + 1) and each PRM against the untrained
+arithmetic PRMs trained on different problems (rows drawn with seed + 1; the same head) and each PRM against the untrained
 PRM every one of them started from (the backbone with the same seeded random head).
 """
 
@@ -49,7 +49,7 @@ FORMULA = (
     "patterns'); the section defining Table 2 could not be read from the stored copy, so this definition "
     "is our choice, not the paper's text."
 )
-#: name -> (training domains, seed offset); "arith_b" is the same-domain, other-seed baseline
+#: name -> (training domains, offset of the rows' seed); "arith_b" is the same-domain baseline on other problems
 TRAINED: dict[str, tuple[tuple[str, ...], int]] = {"arith": (("arith",), 0), "codelike": (("codelike",), 0),
                                                    "arith_b": (("arith",), 1)}
 PAIRS = (("arith", "codelike"), ("arith", "arith_b"), ("arith", "untrained"), ("codelike", "untrained"))
@@ -232,8 +232,8 @@ def run_similarity(out: Path, settings: SimilaritySettings, log: Any = print) ->
     for name, (domains, offset) in TRAINED.items():
         rows[name] = training_rows(domains, settings.train_rows, settings.seed + offset, held_out)
         log(f"[similarity] training the {name} PRM: {len(rows[name])} rows, {settings.training().max_steps} steps")
-        torch.manual_seed(settings.seed)  # the head is drawn before the trainer seeds: every PRM starts alike
-        training[name] = train_prm(out / "prms" / name, world["policy"], rows[name], settings.training(offset))
+        # one trainer seed for all: the same starting head and batch order, other rows for arith_b
+        training[name] = train_prm(out / "prms" / name, world["policy"], rows[name], settings.training())
     # One thread for the per-example gradients of this small model: on the shared 2-core machine
     # they took 0.11 s each single-threaded against 1.1 s with two threads (the second mostly waits).
     threads = torch.get_num_threads()
