@@ -194,7 +194,8 @@ def test_config_unescapes_separator_typed_on_a_command_line(tmp_path) -> None:
 @pytest.mark.parametrize(
     "module",
     ["prm_plugin.trainers.tokenize", "prm_plugin.trainers.metrics", "prm_plugin.trainers.config", "prm_plugin.trainers.aslaf", "prm_plugin.trainers.toy",
-     "prm_plugin.trainers.data._io", "prm_plugin.trainers.data.prm800k"],
+     "prm_plugin.trainers.data._io", "prm_plugin.trainers.data.prm800k", "prm_plugin.trainers.paper.transfer",
+     "prm_plugin.trainers.paper.similarity_report"],
 )
 def test_docstring_examples_hold(module: str) -> None:
     import doctest
