@@ -41,8 +41,8 @@ def test_training_rows_split_equally_with_true_labels() -> None:
 
 
 def test_equal_steps_for_every_prm() -> None:
-    assert TransferSettings(train_rows=2000, batch=32, epochs=2.0).max_steps == 126
-    assert TransferSettings().max_steps == 63  # the full run: 2000 rows, one epoch of batch 32
+    assert TransferSettings(train_rows=2000, batch=32, epochs=1.0).max_steps == 63
+    assert TransferSettings().max_steps == 126  # the full run: 2000 rows, two epochs of batch 32
     assert TransferSettings(train_rows=8, batch=4, epochs=0.5).max_steps == 1
 
 
